@@ -1,0 +1,44 @@
+# -*- coding: utf-8 -*-
+# Copyright: homelab.inference contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Filters over the model catalog (validation and derived values)."""
+
+from __future__ import annotations
+
+from ansible_collections.homelab.inference.plugins.module_utils import _catalog, _gpu_mode
+
+
+def catalog_errors(models, chain, modes, default_mode):
+    return _catalog.catalog_errors(models, chain, modes, default_mode)
+
+
+def vllm_args(models, name, common_args):
+    return _catalog.vllm_args(_catalog.model_by_name(models, name), common_args)
+
+
+def models_of_backend(models, backend):
+    return [entry for entry in models if entry["backend"] == backend]
+
+
+def modes_serving(models, modes):
+    """Map each model name to the GPU modes it answers in ('all' when any)."""
+    return {
+        entry["name"]: (_catalog.modes_serving(entry["name"], modes) if entry["backend"] == "vllm" else ["all"])
+        for entry in models
+    }
+
+
+def gpu_mode_of(deployment, modes):
+    """The GPU mode a vLLM Deployment is in ('' when none can be told)."""
+    return _gpu_mode.mode_of_deployment(deployment, modes) or ""
+
+
+class FilterModule:
+    def filters(self):
+        return {
+            "catalog_errors": catalog_errors,
+            "vllm_args": vllm_args,
+            "models_of_backend": models_of_backend,
+            "modes_serving": modes_serving,
+            "gpu_mode_of": gpu_mode_of,
+        }

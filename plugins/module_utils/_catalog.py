@@ -1,0 +1,208 @@
+# -*- coding: utf-8 -*-
+# Copyright: homelab.inference contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The model catalog: validation and the values derived from it.
+
+Private to the collection. Everything here is a pure function of the catalog
+(``inference_models``, ``inference_fallback_chain``, ``inference_gpu_modes``,
+``inference_gpu_default_mode``) so that it can be unit-tested without Ansible.
+"""
+
+from __future__ import annotations
+
+import re
+
+# Backends that run inside the cluster, and where each one is reached.
+LOCAL_BACKENDS = ("vllm", "ollama")
+# Cloud providers and the environment variable that holds each one's key.
+CLOUD_BACKENDS = {
+    "openai": "OPENAI_API_KEY",
+    "groq": "GROQ_API_KEY",
+    "gemini": "GEMINI_API_KEY",
+    "mistral": "MISTRAL_API_KEY",
+}
+BACKENDS = LOCAL_BACKENDS + tuple(CLOUD_BACKENDS)
+
+# The alias LiteLLM serves for the head of the fallback chain.
+DEFAULT_ALIAS = "default"
+# Mode names that the gpu_mode entry points reserve for themselves.
+RESERVED_MODES = ("status",)
+
+MODEL_KEYS = {
+    "name": str,
+    "backend": str,
+    "model": str,
+    "timeout": (int, float),
+    "parallel": bool,
+    "requests_per_minute": int,
+    "requests_per_day": int,
+    "description": str,
+    # vLLM only
+    "tokenizer": str,
+    "reasoning": bool,
+    "reasoning_parser": str,
+    "vllm_args": list,
+}
+VLLM_ONLY_KEYS = ("tokenizer", "reasoning", "reasoning_parser", "vllm_args")
+# vLLM's parser for the DeepSeek-R1 family, the reference system's reasoning model.
+DEFAULT_REASONING_PARSER = "deepseek_r1"
+MODE_KEYS = {"vllm_model": (str, type(None)), "description": str}
+
+MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
+# Mode names end up as Kubernetes label values.
+MODE_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def _type_name(types):
+    if not isinstance(types, tuple):
+        types = (types,)
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+             list: "a list", dict: "a mapping", type(None): "null"}
+    return " or ".join(names[t] for t in types)
+
+
+def _is_type(value, types):
+    if not isinstance(types, tuple):
+        types = (types,)
+    # YAML booleans are ints to Python; never accept one where a number is asked.
+    if isinstance(value, bool) and bool not in types:
+        return False
+    return isinstance(value, types)
+
+
+def _model_errors(index, entry, seen):
+    where = "inference_models[%d]" % index
+    if not isinstance(entry, dict):
+        return ["%s: must be a mapping with at least name, backend and model" % where]
+    errors = []
+    name = entry.get("name")
+    if isinstance(name, str):
+        where = "inference_models[%d] (%s)" % (index, name)
+    for key in ("name", "backend", "model"):
+        if key not in entry:
+            errors.append("%s: missing required key '%s'; add it" % (where, key))
+    for key, value in entry.items():
+        if key not in MODEL_KEYS:
+            errors.append("%s.%s: unknown key; use one of %s" % (where, key, ", ".join(sorted(MODEL_KEYS))))
+        elif not _is_type(value, MODEL_KEYS[key]):
+            errors.append("%s.%s: must be %s, got %r" % (where, key, _type_name(MODEL_KEYS[key]), value))
+    if errors:
+        return errors
+    if not MODEL_NAME_RE.match(name):
+        errors.append("%s.name: %r is not a usable model name; use letters, digits and . _ : / -" % (where, name))
+    if name == DEFAULT_ALIAS:
+        errors.append("%s.name: '%s' is reserved for the fallback chain's head; pick another name" % (where, name))
+    if name in seen:
+        errors.append("%s.name: '%s' is declared twice (also inference_models[%d]); give each model a unique name"
+                      % (where, name, seen[name]))
+    backend = entry["backend"]
+    if backend not in BACKENDS:
+        errors.append("%s.backend: unknown backend '%s'; use one of %s" % (where, backend, ", ".join(BACKENDS)))
+    elif backend != "vllm":
+        for key in VLLM_ONLY_KEYS:
+            if key in entry:
+                errors.append("%s.%s: only vllm models take this key; remove it or set backend: vllm" % (where, key))
+    for key in ("timeout", "requests_per_minute", "requests_per_day"):
+        if key in entry and entry[key] <= 0:
+            errors.append("%s.%s: must be greater than 0, got %r" % (where, key, entry[key]))
+    if entry.get("parallel") and backend in LOCAL_BACKENDS:
+        errors.append("%s.parallel: only cloud models can be parallel; remove it or use a cloud backend" % where)
+    if any(not isinstance(arg, str) for arg in entry.get("vllm_args", [])):
+        errors.append("%s.vllm_args: must be a list of strings (quote numbers)" % where)
+    return errors
+
+
+def catalog_errors(models, chain, modes, default_mode):
+    """Return every problem in the catalog as one line each (empty when valid)."""
+    if not isinstance(models, list) or not models:
+        return ["inference_models: must be a non-empty list of models (a mapping per model with name, backend, model)"]
+    errors = []
+    seen = {}
+    for index, entry in enumerate(models):
+        errors.extend(_model_errors(index, entry, seen))
+        if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+            seen.setdefault(entry["name"], index)
+    by_name = {m["name"]: m for m in models if isinstance(m, dict) and isinstance(m.get("name"), str)}
+
+    if not isinstance(chain, list) or not chain:
+        errors.append("inference_fallback_chain: must be a non-empty list of model names, head first")
+    else:
+        for index, member in enumerate(chain):
+            where = "inference_fallback_chain[%d]" % index
+            if member not in by_name:
+                errors.append("%s: '%s' is not a model in inference_models; declare it there or remove it from the chain"
+                              % (where, member))
+            elif by_name[member].get("parallel"):
+                errors.append("%s: '%s' is a parallel model (parallel: true) and must never join the chain; "
+                              "remove it from the chain" % (where, member))
+            if member in chain[:index]:
+                errors.append("%s: '%s' appears twice in the chain; list each tier once" % (where, member))
+
+    errors.extend(_mode_errors(modes, default_mode, by_name))
+    return errors
+
+
+def _mode_errors(modes, default_mode, by_name):
+    if not isinstance(modes, dict) or not modes:
+        return ["inference_gpu_modes: must be a mapping of mode name to {vllm_model: <vllm model or null>}"]
+    errors = []
+    served = set()
+    for mode, spec in modes.items():
+        where = "inference_gpu_modes.%s" % mode
+        if not isinstance(mode, str) or not MODE_NAME_RE.match(mode):
+            errors.append("%s: mode names must be lower-case letters, digits and '-' (they become label values)" % where)
+        if mode in RESERVED_MODES:
+            errors.append("%s: '%s' is reserved by gpu_mode; pick another name" % (where, mode))
+        if not isinstance(spec, dict) or "vllm_model" not in spec:
+            errors.append("%s: must be a mapping with vllm_model (a vllm model name, or null to free the GPU)" % where)
+            continue
+        for key, value in spec.items():
+            if key not in MODE_KEYS:
+                errors.append("%s.%s: unknown key; use one of %s" % (where, key, ", ".join(sorted(MODE_KEYS))))
+            elif not _is_type(value, MODE_KEYS[key]):
+                errors.append("%s.%s: must be %s, got %r" % (where, key, _type_name(MODE_KEYS[key]), value))
+        target = spec["vllm_model"]
+        if target is None or not isinstance(target, str):
+            continue
+        if target not in by_name:
+            errors.append("%s.vllm_model: '%s' is not a model in inference_models; declare it or fix the name"
+                          % (where, target))
+        elif by_name[target].get("backend") != "vllm":
+            errors.append("%s.vllm_model: '%s' has backend %s, but vLLM can only serve backend vllm models; "
+                          "name a vllm model or null" % (where, target, by_name[target].get("backend")))
+        else:
+            served.add(target)
+    if default_mode not in modes:
+        errors.append("inference_gpu_default_mode: '%s' is not a mode in inference_gpu_modes; use one of %s"
+                      % (default_mode, ", ".join(sorted(str(m) for m in modes))))
+    for name, entry in sorted(by_name.items()):
+        if entry.get("backend") == "vllm" and name not in served:
+            errors.append("inference_models (%s): no GPU mode serves this vllm model; name it in a mode's "
+                          "vllm_model or remove it" % name)
+    return errors
+
+
+def modes_serving(model_name, modes):
+    """GPU modes in which ``model_name`` answers (every mode for non-vLLM models)."""
+    return sorted(mode for mode, spec in modes.items() if spec.get("vllm_model") == model_name)
+
+
+def vllm_args(entry, common_args):
+    """Command-line arguments of the vLLM server for one catalog model.
+
+    The served model name is the catalog name, so clients, LiteLLM and vLLM's
+    own ``/v1/models`` all use one name for one model.
+    """
+    args = ["--model", entry["model"], "--served-model-name", entry["name"]]
+    if entry.get("tokenizer"):
+        args += ["--tokenizer", entry["tokenizer"]]
+    if entry.get("reasoning"):
+        args += ["--reasoning-parser", entry.get("reasoning_parser", DEFAULT_REASONING_PARSER)]
+    return args + list(common_args) + list(entry.get("vllm_args", []))
+
+
+def model_by_name(models, name):
+    for entry in models:
+        if entry["name"] == name:
+            return entry
+    raise KeyError("model %r is not in the catalog" % name)

@@ -1,0 +1,101 @@
+# -*- coding: utf-8 -*-
+# Copyright: homelab.inference contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""HTTP to an in-cluster Service: through the Kubernetes API's service proxy by
+default (the controller needs no ingress and no ``kubectl exec``), or straight to
+a URL when one is given."""
+
+from __future__ import annotations
+
+import json
+
+from ansible.module_utils.common.text.converters import to_native, to_text
+from ansible.module_utils.six.moves.urllib.error import HTTPError, URLError
+from ansible.module_utils.urls import open_url
+
+try:
+    from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import get_api_client
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError as Urllib3Error
+except ImportError:  # reported by the module through AnsibleK8SModule's requires()
+    ApiException = Urllib3Error = None
+
+
+class ServiceError(Exception):
+    """A request that got no usable answer; the message is one line for the user."""
+
+    def __init__(self, message, status=None):
+        super().__init__(message)
+        self.status = status
+
+
+class ServiceEndpoint:
+    """One Service port, e.g. ``ml/ollama:11434``, reached by proxy or by URL."""
+
+    def __init__(self, module, namespace, service, port, url=None):
+        self.module = module
+        self.namespace = namespace
+        self.service = service
+        self.port = port
+        self.url = url.rstrip("/") if url else None
+        self._api = None
+
+    @property
+    def label(self):
+        return self.url or "service %s/%s:%s" % (self.namespace, self.service, self.port)
+
+    def request(self, method, path, body=None, timeout=30):
+        """(status, text) of a request; raises ServiceError when nothing usable came back."""
+        data = json.dumps(body) if body is not None else None
+        if self.url:
+            return self._direct(method, path, data, timeout)
+        return self._proxied(method, path, data, timeout)
+
+    def request_json(self, method, path, body=None, timeout=30):
+        status, text = self.request(method, path, body, timeout)
+        try:
+            return status, json.loads(text) if text.strip() else {}
+        except ValueError:
+            raise ServiceError("%s %s on %s answered %s with a body that is not JSON: %s"
+                               % (method, path, self.label, status, text[:200]), status)
+
+    def _direct(self, method, path, data, timeout):
+        try:
+            response = open_url(self.url + "/" + path.lstrip("/"), method=method, data=data, timeout=timeout,
+                                headers={"Content-Type": "application/json"})
+            return response.getcode(), to_text(response.read())
+        except HTTPError as err:
+            return err.code, to_text(err.read())
+        except (URLError, OSError) as err:
+            raise ServiceError("cannot reach %s: %s" % (self.label, to_native(getattr(err, "reason", err))))
+
+    def _proxied(self, method, path, data, timeout):
+        if self._api is None:
+            try:
+                self._api = get_api_client(module=self.module).client.client
+            except Exception as err:  # the kubernetes client raises many kinds here
+                raise ServiceError("cannot set up the Kubernetes client: %s; check kubeconfig, context and host"
+                                   % to_native(err))
+        resource = "/api/v1/namespaces/%s/services/%s:%s/proxy/%s" % (
+            self.namespace, self.service, self.port, path.lstrip("/"))
+        try:
+            response = self._api.call_api(
+                resource, method, header_params={"Content-Type": "application/json", "Accept": "*/*"},
+                body=data, auth_settings=["BearerToken"], _preload_content=False, _request_timeout=timeout,
+                _return_http_data_only=True)
+            return response.status, to_text(response.data)
+        except ApiException as err:
+            return err.status, to_text(err.body or err.reason)
+        except Urllib3Error as err:
+            raise ServiceError("cannot reach the Kubernetes API for %s: %s; check kubeconfig, context and host"
+                               % (self.label, to_native(err)))
+
+
+def describe_unavailable(endpoint, status, text):
+    """One line for a proxy answer that means 'no pod behind the Service'."""
+    detail = text.strip().splitlines()[0][:200] if text.strip() else "no body"
+    if status == 503:
+        return "%s has no ready pod (503: %s)" % (endpoint.label, detail)
+    if status == 404:
+        return "%s does not exist (404: %s)" % (endpoint.label, detail)
+    return "%s answered %s: %s" % (endpoint.label, status, detail)
