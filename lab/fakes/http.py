@@ -1,0 +1,84 @@
+"""A threaded HTTP server base for the fakes.
+
+Two traps of Python's http.server are avoided here: headers and body go out
+in ONE write, and TCP_NODELAY is set, so a keep-alive client (LiteLLM's
+proxy, the kubernetes client) does not stall ~40 ms per request on Nagle and
+delayed ACKs, which would falsify every latency measured through a fake.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class FakeHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "fake"
+
+    def setup(self):
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def log_message(self, *args):  # keep test output clean
+        pass
+
+    def read_json(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            return json.loads(raw) if raw else {}
+        except ValueError:
+            return None
+
+    def send_body(self, status, body, content_type="application/json", headers=None):
+        if not isinstance(body, (bytes, str)):
+            body = json.dumps(body)
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        lines = ["HTTP/1.1 %d %s" % (status, self.responses.get(status, ("",))[0]),
+                 "Content-Type: %s" % content_type, "Content-Length: %d" % len(body)]
+        lines += ["%s: %s" % item for item in (headers or {}).items()]
+        self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+        self.wfile.flush()
+
+    def send_stream(self, chunks, content_type="application/x-ndjson"):
+        """Chunked transfer encoding, one write per chunk (how Ollama streams)."""
+        self.wfile.write(("HTTP/1.1 200 OK\r\nContent-Type: %s\r\nTransfer-Encoding: chunked\r\n\r\n"
+                          % content_type).encode("latin-1"))
+        for chunk in chunks:
+            data = chunk.encode("utf-8") if isinstance(chunk, str) else chunk
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.wfile.flush()
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+
+class FakeServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address, handler):
+        super().__init__(address, handler)
+        self.hits = {}
+        self.lock = threading.Lock()
+
+    def count(self, key):
+        with self.lock:
+            self.hits[key] = self.hits.get(key, 0) + 1
+
+    @property
+    def url(self):
+        host, port = self.server_address[:2]
+        return "http://%s:%d" % (host, port)
+
+    def start(self):
+        thread = threading.Thread(target=self.serve_forever, name=type(self).__name__, daemon=True)
+        thread.start()
+        return self
+
+    def stop(self):
+        self.shutdown()
+        self.server_close()

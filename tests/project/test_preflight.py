@@ -1,0 +1,108 @@
+"""Malformed catalogs stop site.yml in preflight, with one line each, before
+any cluster call. A listener stands where the API server would be and counts
+connections: there must be none."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+
+import pytest
+import yaml
+
+from helpers import ROOT, ansible_playbook
+
+with open(os.path.join(ROOT, "group_vars", "all", "inference_catalog.yml")) as _handle:
+    CATALOG = yaml.safe_load(_handle)
+
+
+def model(name):
+    return next(m for m in CATALOG["inference_models"] if m["name"] == name)
+
+
+def catalog_with(change):
+    catalog = yaml.safe_load(yaml.safe_dump(CATALOG))
+    change(catalog)
+    return catalog
+
+
+MALFORMED = {
+    "unknown backend": (
+        lambda c: c["inference_models"][1].update(backend="llamacpp"),
+        "inference_models[1] (ollama-qwen).backend: unknown backend 'llamacpp'; use one of vllm, ollama, openai, "
+        "groq, gemini, mistral"),
+    "chain member missing": (
+        lambda c: c["inference_fallback_chain"].__setitem__(1, "ollama-qwen7"),
+        "inference_fallback_chain[1]: 'ollama-qwen7' is not a model in inference_models; declare it there or "
+        "remove it from the chain"),
+    "mode names a model vLLM cannot serve": (
+        lambda c: c["inference_gpu_modes"]["r1"].update(vllm_model="openai-gpt4o"),
+        "inference_gpu_modes.r1.vllm_model: 'openai-gpt4o' has backend openai, but vLLM can only serve backend vllm "
+        "models; name a vllm model or null"),
+    "duplicate name": (
+        lambda c: c["inference_models"].append(dict(model("ollama-qwen"))),
+        "inference_models[9] (ollama-qwen).name: 'ollama-qwen' is declared twice (also inference_models[1]); "
+        "give each model a unique name"),
+    "parallel model in the chain": (
+        lambda c: c["inference_fallback_chain"].append("gemini/gemini-2.0-flash"),
+        "inference_fallback_chain[3]: 'gemini/gemini-2.0-flash' is a parallel model (parallel: true) and must "
+        "never join the chain; remove it from the chain"),
+}
+
+
+@pytest.fixture
+def api_listener(tmp_path):
+    """A TCP listener posing as the API server, and a kubeconfig pointing at it."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    server.settimeout(0.2)
+    connections = []
+    stop = threading.Event()
+
+    def accept():
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            connections.append(conn)
+            conn.close()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "probe",
+        "clusters": [{"name": "probe", "cluster": {"server": "http://127.0.0.1:%d" % server.getsockname()[1]}}],
+        "contexts": [{"name": "probe", "context": {"cluster": "probe", "user": "probe"}}],
+        "users": [{"name": "probe", "user": {"token": "probe"}}],
+    }))
+    yield kubeconfig, connections
+    stop.set()
+    thread.join()
+    server.close()
+
+
+def test_listener_does_see_a_cluster_call(api_listener):
+    # Positive control: with a valid catalog the play does reach the "API server".
+    kubeconfig, connections = api_listener
+    ansible_playbook("site.yml", "-e", "inference_kubeconfig=%s" % kubeconfig)
+    assert connections
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED))
+def test_malformed_catalog_fails_in_preflight_with_one_line(name, tmp_path, api_listener):
+    change, expected = MALFORMED[name]
+    kubeconfig, connections = api_listener
+    extra = tmp_path / "catalog.yml"
+    extra.write_text(yaml.safe_dump(catalog_with(change)))
+    result = ansible_playbook("site.yml", "-e", "@%s" % extra, "-e", "inference_kubeconfig=%s" % kubeconfig)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    prefix = "[ERROR]: Task failed: Action failed: "
+    failures = [line[len(prefix):] for line in output.splitlines() if line.startswith(prefix)]
+    assert failures == [expected], output[-3000:]
+    assert "TASK [homelab.inference.catalog : Validate the model catalog]" in result.stdout
+    assert connections == [], "the play contacted the cluster before the catalog was valid"

@@ -1,0 +1,219 @@
+"""`site.yml --tags render`: every object the deploy roles would apply, valid
+against the official Kubernetes schema, stable, and free of clear-text secrets."""
+
+from __future__ import annotations
+
+import base64
+import glob
+import os
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from helpers import ansible_playbook
+
+KUBERNETES_VERSION = "1.31.0"
+CANARIES = {
+    "paperless_ai_api_key": "sk-CANARY-litellm-0c5f1e2a",
+    "paperless_ai_paperless_token": "CANARY-paperless-7d41b9",
+}
+APPS = {"namespaces", "nvidia-device-plugin", "vllm", "ollama", "paperless-ai"}
+# Kinds without a schema in the Kubernetes API: checked for their envelope only.
+CRD_KINDS = {"IngressRoute", "Certificate", "ServiceMonitor", "PrometheusRule"}
+
+
+def render(target, *extra):
+    args = ["site.yml", "--tags", "render", "-e", "render_dir=%s" % target]
+    for key, value in CANARIES.items():
+        args += ["-e", "%s=%s" % (key, value)]
+    return ansible_playbook(*args, *extra, check=True)
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    first = tmp_path_factory.mktemp("render1")
+    second = tmp_path_factory.mktemp("render2")
+    verbose = render(first, "-vvv", "--diff")
+    render(second)
+    return {"dir": first, "again": second, "output": verbose.stdout + verbose.stderr}
+
+
+def documents(directory):
+    docs = {}
+    for path in sorted(glob.glob(os.path.join(str(directory), "*.yaml"))):
+        with open(path) as handle:
+            docs[os.path.basename(path)[:-5]] = [d for d in yaml.safe_load_all(handle) if d]
+    return docs
+
+
+def all_objects(rendered):
+    return [obj for objs in documents(rendered["dir"]).values() for obj in objs]
+
+
+def find(rendered, kind, name):
+    matches = [o for o in all_objects(rendered) if o["kind"] == kind and o["metadata"]["name"] == name]
+    assert len(matches) == 1, "%s/%s rendered %d times" % (kind, name, len(matches))
+    return matches[0]
+
+
+def test_one_file_per_app(rendered):
+    assert set(documents(rendered["dir"])) == APPS
+
+
+def test_render_is_byte_identical_on_a_second_run(rendered):
+    for app in APPS:
+        with open(os.path.join(str(rendered["dir"]), app + ".yaml"), "rb") as a, \
+                open(os.path.join(str(rendered["again"]), app + ".yaml"), "rb") as b:
+            assert a.read() == b.read(), app
+
+
+def test_every_core_object_is_valid_in_strict_mode(rendered):
+    objects = [o for o in all_objects(rendered) if o["kind"] not in CRD_KINDS]
+    assert len(objects) >= 12
+    for obj in objects:
+        try:
+            kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as err:
+            pytest.fail("%s/%s is not valid Kubernetes %s: %s" % (obj["kind"], obj["metadata"]["name"],
+                                                                  KUBERNETES_VERSION, err.message))
+
+
+def test_strict_validation_does_reject_an_unknown_field():
+    # Guards the test above against a validator that accepts anything.
+    bad = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x"}, "spec": {"portz": []}}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(bad, KUBERNETES_VERSION, strict=True)
+
+
+def test_custom_resources_have_their_envelope(rendered):
+    for obj in all_objects(rendered):
+        if obj["kind"] in CRD_KINDS:
+            assert "/" in obj["apiVersion"] and obj["metadata"].get("name") and obj.get("spec"), obj
+
+
+def test_every_object_carries_the_app_labels(rendered):
+    for obj in all_objects(rendered):
+        labels = obj["metadata"].get("labels", {})
+        assert labels.get("app.kubernetes.io/part-of") == "homelab-inference", obj["metadata"]["name"]
+        assert labels.get("app.kubernetes.io/name"), obj["metadata"]["name"]
+
+
+def test_no_clear_text_secret_in_the_render_or_the_verbose_diff_output(rendered):
+    needles = set()
+    for value in CANARIES.values():
+        needles |= {value, base64.b64encode(value.encode()).decode()}
+    for path in glob.glob(os.path.join(str(rendered["dir"]), "*")):
+        with open(path) as handle:
+            text = handle.read()
+        for needle in needles:
+            assert needle not in text, "secret leaked into %s" % path
+    # Positive control: the verbose output does show the values the roles compute
+    # (here a non-secret setting), so a leaked secret would show too.
+    assert "CUSTOM_BASE_URL" in rendered["output"]
+    for needle in needles:
+        assert needle not in rendered["output"], "secret leaked into the -vvv --diff output"
+
+
+def test_secrets_are_rendered_redacted_with_their_keys(rendered):
+    secret = find(rendered, "Secret", "paperless-ai")
+    assert secret["stringData"] == {"CUSTOM_API_KEY": "<redacted>", "PAPERLESS_API_TOKEN": "<redacted>"}
+
+
+def test_pod_templates_carry_checksums_of_what_they_mount(rendered):
+    checked = 0
+    for obj in all_objects(rendered):
+        template = obj.get("spec", {}).get("template")
+        if not template:
+            continue
+        pod = template["spec"]
+        containers = pod.get("containers", []) + pod.get("initContainers", [])
+        uses_config = any("configMap" in v for v in pod.get("volumes", [])) or any(
+            "configMapRef" in e for c in containers for e in c.get("envFrom", []))
+        uses_secret = any("secret" in v for v in pod.get("volumes", [])) or any(
+            "secretRef" in e for c in containers for e in c.get("envFrom", []))
+        annotations = template["metadata"].get("annotations", {})
+        if uses_config:
+            assert len(annotations.get("checksum/config", "")) == 64, obj["metadata"]["name"]
+            checked += 1
+        if uses_secret:
+            assert len(annotations.get("checksum/secret", "")) == 64, obj["metadata"]["name"]
+            checked += 1
+    assert checked >= 2
+
+
+def test_vllm_deployment_serves_the_default_mode_on_the_gpu(rendered):
+    deployment = find(rendered, "Deployment", "vllm-server")
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["metadata"]["labels"]["homelab.inference/gpu-mode"] == "ml"
+    assert deployment["spec"]["template"]["metadata"]["labels"]["homelab.inference/gpu-mode"] == "ml"
+    assert pod["runtimeClassName"] == "nvidia"
+    assert pod["nodeSelector"] == {"nvidia.com/gpu": "true"}
+    assert {"key": "gpu", "operator": "Equal", "value": "true", "effect": "NoSchedule"} in pod["tolerations"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    args = container["args"]
+    assert args[:4] == ["--model", "Qwen/Qwen2.5-7B-Instruct-AWQ", "--served-model-name", "vllm-qwen"]
+    assert "--reasoning-parser" not in args
+    # readiness asks /v1/models for the served name, not just "is the process up"
+    assert container["readinessProbe"]["exec"]["command"][-1] == "vllm-qwen"
+    assert "/v1/models" in container["readinessProbe"]["exec"]["command"][2]
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts == {"/root/.cache/huggingface", "/dev/shm"}
+    assert find(rendered, "Service", "vllm-api")["spec"]["ports"][0]["port"] == 8000
+
+
+def test_vllm_r1_mode_renders_reasoning_and_tokenizer(tmp_path):
+    render(tmp_path, "--tags", "vllm", "-e", "vllm_mode=r1")
+    deployment = [d for d in documents(tmp_path)["vllm"] if d["kind"] == "Deployment"][0]
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[:4] == ["--model", "casperhansen/deepseek-r1-distill-qwen-7b-awq", "--served-model-name", "vllm-r1"]
+    assert args[args.index("--tokenizer") + 1] == "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"
+    assert args[args.index("--reasoning-parser") + 1] == "deepseek_r1"
+    assert deployment["metadata"]["labels"]["homelab.inference/gpu-mode"] == "r1"
+
+
+def test_vllm_gpu_free_mode_runs_no_replica(tmp_path):
+    render(tmp_path, "--tags", "vllm", "-e", "vllm_mode=gaming")
+    deployment = [d for d in documents(tmp_path)["vllm"] if d["kind"] == "Deployment"][0]
+    assert deployment["spec"]["replicas"] == 0
+    assert deployment["metadata"]["labels"]["homelab.inference/gpu-mode"] == "gaming"
+    assert deployment["metadata"]["annotations"]["homelab.inference/model"] == ""
+
+
+def test_ollama_is_pinned_to_its_worker_and_keeps_models_loaded(rendered):
+    deployment = find(rendered, "Deployment", "ollama")
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"kubernetes.io/hostname": "lab-node"}
+    env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+    assert env["OLLAMA_KEEP_ALIVE"] == "-1"
+    assert find(rendered, "PersistentVolumeClaim", "ollama")["spec"]["resources"]["requests"]["storage"] == "50Gi"
+    assert find(rendered, "Service", "ollama")["spec"]["ports"][0]["port"] == 11434
+
+
+def test_paperless_ai_talks_to_litellm_with_the_chain_head(rendered):
+    config = find(rendered, "ConfigMap", "paperless-ai")["data"]
+    assert config == {"AI_PROVIDER": "custom", "CUSTOM_BASE_URL": "http://litellm.ml.svc.cluster.local:4000/v1",
+                      "CUSTOM_MODEL": "vllm-qwen"}
+    deployment = find(rendered, "Deployment", "paperless-ai")
+    init = deployment["spec"]["template"]["spec"]["initContainers"][0]
+    managed = [e["value"] for e in init["env"] if e["name"] == "MANAGED_KEYS"][0].split()
+    assert managed == ["AI_PROVIDER", "CUSTOM_API_KEY", "CUSTOM_BASE_URL", "CUSTOM_MODEL", "PAPERLESS_API_TOKEN"]
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == init["image"]
+
+
+def test_device_plugin_only_on_gpu_nodes(rendered):
+    daemonset = find(rendered, "DaemonSet", "nvidia-device-plugin")
+    pod = daemonset["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"nvidia.com/gpu": "true"}
+    assert pod["runtimeClassName"] == "nvidia"
+    assert any(t.get("key") == "gpu" and t.get("effect") == "NoSchedule" for t in pod["tolerations"])
+    assert pod["containers"][0]["image"].startswith("nvcr.io/nvidia/k8s-device-plugin:v")
+    assert find(rendered, "RuntimeClass", "nvidia")["handler"] == "nvidia"
+
+
+def test_namespaces(rendered):
+    names = [o["metadata"]["name"] for o in documents(rendered["dir"])["namespaces"]]
+    assert names == ["ml", "docs"]
