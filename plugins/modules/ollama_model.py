@@ -10,7 +10,7 @@ module: ollama_model
 short_description: Pull or remove models on an Ollama server in the cluster
 version_added: 0.1.0
 author:
-  - homelab.inference maintainers
+  - homelab.inference maintainers (@homelab-inference)
 description:
   - Makes the set of models on an Ollama server match a declared list, idempotently. Models already present are not
     pulled again, so a second run changes nothing.
@@ -20,12 +20,15 @@ extends_documentation_fragment:
   - kubernetes.core.k8s_auth_options
 attributes:
   check_mode:
+    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: Reports the models that would be pulled or removed; when Ollama is not running yet, all of them.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check mode), when in diff mode.
     support: full
     details: The list of installed models before and after.
   idempotent:
+    description: When run twice in a row with the same arguments, the second run reports no change.
     support: full
 options:
   name:

@@ -106,3 +106,9 @@ def test_malformed_catalog_fails_in_preflight_with_one_line(name, tmp_path, api_
     assert failures == [expected], output[-3000:]
     assert "TASK [homelab.inference.catalog : Validate the model catalog]" in result.stdout
     assert connections == [], "the play contacted the cluster before the catalog was valid"
+
+
+def test_the_shipped_catalog_is_valid():
+    from ansible_collections.homelab.inference.plugins.module_utils._catalog import catalog_errors
+    assert catalog_errors(CATALOG["inference_models"], CATALOG["inference_fallback_chain"],
+                          CATALOG["inference_gpu_modes"], CATALOG["inference_gpu_default_mode"]) == []

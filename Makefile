@@ -1,0 +1,28 @@
+# `make render`: what site.yml would apply, written to ./render (no cluster needed).
+# `make test`:   everything CI runs. Both install what they need (a venv cached
+#                outside the checkout, keyed by the pinned requirements).
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+VENV := $(shell ./scripts/venv.sh)
+export PATH := $(VENV)/bin:$(PATH)
+RENDER_DIR ?= render
+
+.PHONY: test lint sanity pytest render docs
+
+test: lint sanity pytest
+
+lint:
+	ansible-lint --profile production
+
+sanity:
+	./scripts/sanity.sh
+
+pytest:
+	pytest -q tests/unit tests/project
+
+render:
+	ansible-playbook site.yml --tags render -e render_dir=$(RENDER_DIR)
+	@echo "Rendered into $(RENDER_DIR)/: $$(ls $(RENDER_DIR))"
+
+docs:
+	python scripts/gen_docs.py

@@ -1,0 +1,150 @@
+#!/usr/bin/env python3
+"""Generate the docs that must never drift from their source.
+
+- roles/<role>/README.md from the role's meta/argument_specs.yml;
+- the model availability table in docs/clients.md from the catalog.
+
+``--check`` writes nothing and exits 1 when a generated file is stale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CATALOG = os.path.join(ROOT, "group_vars", "all", "inference_catalog.yml")
+CLIENT_GUIDE = os.path.join(ROOT, "docs", "clients.md")
+BEGIN = "<!-- BEGIN GENERATED: model availability (scripts/gen_docs.py) -->"
+END = "<!-- END GENERATED: model availability -->"
+GENERATED_NOTE = "Generated from `meta/argument_specs.yml` by `scripts/gen_docs.py`; edit the spec, not this file."
+
+
+def markup(text):
+    """Ansible doc markup (C(), O(), V(), I()) as Markdown."""
+    text = re.sub(r"[COV]\(([^)]*)\)", r"`\1`", str(text))
+    return re.sub(r"I\(([^)]*)\)", r"*\1*", text)
+
+
+def as_list(value):
+    return value if isinstance(value, list) else [value]
+
+
+def default_text(spec):
+    if spec.get("required"):
+        return "**required**"
+    if "default" not in spec:
+        return ""
+    return "`%s`" % json.dumps(spec["default"]).replace("|", "\\|")
+
+
+def role_readme(role, specs):
+    main = specs["argument_specs"]["main"]
+    lines = ["# homelab.inference.%s" % role, "", markup(main["short_description"]), ""]
+    for paragraph in as_list(main.get("description", [])):
+        lines += [markup(paragraph), ""]
+    options = main.get("options", {})
+    lines += ["## Variables", ""]
+    if options:
+        lines += ["| Variable | Type | Default | Description |", "|---|---|---|---|"]
+        for name, spec in options.items():
+            kind = spec.get("type", "str")
+            if spec.get("elements"):
+                kind += " of " + spec["elements"]
+            if spec.get("choices"):
+                kind += " (" + ", ".join("`%s`" % c for c in spec["choices"]) + ")"
+            description = " ".join(markup(p) for p in as_list(spec.get("description", "")))
+            if spec.get("no_log"):
+                description += " Secret: never logged."
+            lines.append("| `%s` | %s | %s | %s |" % (name, kind, default_text(spec), description.replace("|", "\\|")))
+    else:
+        lines.append("None.")
+    lines += ["", GENERATED_NOTE, ""]
+    return "\n".join(lines)
+
+
+def availability_table(catalog):
+    modes = catalog["inference_gpu_modes"]
+    chain = catalog["inference_fallback_chain"]
+    rows = ["| Model | Backend | Answers in GPU modes | Role | Timeout | Free-tier quota | What it is |",
+            "|---|---|---|---|---|---|---|"]
+    head = chain[0]
+    rows.append("| `default` | alias | as `%s`, then its fallbacks | alias of the chain's head | | | the model to use "
+                "when you do not care which |" % head)
+    for model in catalog["inference_models"]:
+        name = model["name"]
+        if model["backend"] == "vllm":
+            serving = [m for m, spec in modes.items() if spec.get("vllm_model") == name]
+            available = ", ".join("`%s`" % m for m in serving)
+        else:
+            available = "all"
+        if name in chain:
+            role = "fallback chain, tier %d of %d" % (chain.index(name) + 1, len(chain))
+        elif model.get("parallel"):
+            role = "parallel (never in the chain)"
+        else:
+            role = "direct"
+        if model.get("reasoning"):
+            role += "; reasoning"
+        quota = []
+        if model.get("requests_per_minute"):
+            quota.append("%d/min" % model["requests_per_minute"])
+        if model.get("requests_per_day"):
+            quota.append("{:,}/day".format(model["requests_per_day"]))
+        rows.append("| `%s` | %s | %s | %s | %s | %s | %s |" % (
+            name, model["backend"], available, role, "%ss" % model["timeout"] if "timeout" in model else "",
+            ", ".join(quota), model.get("description", "")))
+    mode_rows = ["", "| GPU mode | vLLM serves | What it is for |", "|---|---|---|"]
+    for mode, spec in modes.items():
+        default = " (default)" if mode == catalog["inference_gpu_default_mode"] else ""
+        served = "`%s`" % spec["vllm_model"] if spec.get("vllm_model") else "nothing: GPU free"
+        mode_rows.append("| `%s`%s | %s | %s |" % (mode, default, served, spec.get("description", "")))
+    return "\n".join(rows + mode_rows)
+
+
+def targets():
+    """(path, wanted content) for every generated file."""
+    out = []
+    roles_dir = os.path.join(ROOT, "roles")
+    for role in sorted(os.listdir(roles_dir)):
+        spec_file = os.path.join(roles_dir, role, "meta", "argument_specs.yml")
+        if os.path.exists(spec_file):
+            with open(spec_file) as handle:
+                out.append((os.path.join(roles_dir, role, "README.md"), role_readme(role, yaml.safe_load(handle))))
+    with open(CATALOG) as handle:
+        table = availability_table(yaml.safe_load(handle))
+    with open(CLIENT_GUIDE) as handle:
+        guide = handle.read()
+    if BEGIN not in guide or END not in guide:
+        sys.exit("%s lacks the generated-table markers" % CLIENT_GUIDE)
+    before, rest = guide.split(BEGIN, 1)
+    after = rest.split(END, 1)[1]
+    out.append((CLIENT_GUIDE, before + BEGIN + "\n" + table + "\n" + END + after))
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="write nothing; fail when a file is stale")
+    args = parser.parse_args()
+    stale = []
+    for path, wanted in targets():
+        current = open(path).read() if os.path.exists(path) else None
+        if current != wanted:
+            stale.append(os.path.relpath(path, ROOT))
+            if not args.check:
+                with open(path, "w") as handle:
+                    handle.write(wanted)
+    if args.check and stale:
+        sys.exit("stale generated docs: %s; run scripts/gen_docs.py" % ", ".join(stale))
+    for path in stale:
+        print("updated", path)
+
+
+if __name__ == "__main__":
+    main()
