@@ -11,7 +11,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from helpers import ansible_playbook
+from helpers import ROOT, ansible_playbook
 
 KUBERNETES_VERSION = "1.31.0"
 CANARIES = {
@@ -166,7 +166,7 @@ def test_vllm_deployment_serves_the_default_mode_on_the_gpu(rendered):
 
 
 def test_vllm_r1_mode_renders_reasoning_and_tokenizer(tmp_path):
-    render(tmp_path, "--tags", "vllm", "-e", "vllm_mode=r1")
+    render(tmp_path, "-e", "vllm_mode=r1")
     deployment = [d for d in documents(tmp_path)["vllm"] if d["kind"] == "Deployment"][0]
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[:4] == ["--model", "casperhansen/deepseek-r1-distill-qwen-7b-awq", "--served-model-name", "vllm-r1"]
@@ -176,7 +176,7 @@ def test_vllm_r1_mode_renders_reasoning_and_tokenizer(tmp_path):
 
 
 def test_vllm_gpu_free_mode_runs_no_replica(tmp_path):
-    render(tmp_path, "--tags", "vllm", "-e", "vllm_mode=gaming")
+    render(tmp_path, "-e", "vllm_mode=gaming")
     deployment = [d for d in documents(tmp_path)["vllm"] if d["kind"] == "Deployment"][0]
     assert deployment["spec"]["replicas"] == 0
     assert deployment["metadata"]["labels"]["homelab.inference/gpu-mode"] == "gaming"
@@ -217,3 +217,9 @@ def test_device_plugin_only_on_gpu_nodes(rendered):
 def test_namespaces(rendered):
     names = [o["metadata"]["name"] for o in documents(rendered["dir"])["namespaces"]]
     assert names == ["ml", "docs"]
+
+
+def test_a_relative_render_dir_is_relative_to_where_ansible_playbook_started(tmp_path):
+    relative = os.path.relpath(str(tmp_path / "out"), ROOT)
+    render(relative)
+    assert {name[:-5] for name in os.listdir(str(tmp_path / "out"))} == APPS
