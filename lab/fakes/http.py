@@ -21,6 +21,15 @@ class FakeHandler(BaseHTTPRequestHandler):
     def setup(self):
         super().setup()
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self.server.lock:
+            self.server.connections.add(self.connection)
+
+    def finish(self):
+        try:
+            super().finish()
+        finally:
+            with self.server.lock:
+                self.server.connections.discard(self.connection)
 
     def log_message(self, *args):  # keep test output clean
         pass
@@ -64,6 +73,7 @@ class FakeServer(ThreadingHTTPServer):
         super().__init__(address, handler)
         self.hits = {}
         self.lock = threading.Lock()
+        self.connections = set()
 
     def count(self, key):
         with self.lock:
@@ -80,5 +90,13 @@ class FakeServer(ThreadingHTTPServer):
         return self
 
     def stop(self):
+        """Stop like a killed process: refuse new connections, cut open ones."""
         self.shutdown()
         self.server_close()
+        with self.lock:
+            open_connections = list(self.connections)
+        for connection in open_connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass

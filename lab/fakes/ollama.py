@@ -3,6 +3,12 @@
 Model pulls "download" from a pretend registry (no registry is reachable
 here): names in ``registry`` pull after ``pull_delay`` seconds with Ollama's
 own NDJSON progress lines; anything else fails the way Ollama does.
+
+Generation speaks both native formats exactly: ``/api/generate`` streams lines
+with a ``response`` field, ``/api/chat`` lines with a ``message`` field
+(LiteLLM's ``ollama/`` and ``ollama_chat/`` providers parse one each), plus
+the OpenAI-compatible ``/v1/chat/completions``. The first use of a model pays
+``cold_load`` seconds, as a CPU load does.
 """
 
 from __future__ import annotations
@@ -11,6 +17,8 @@ import json
 import time
 
 from .http import FakeHandler, FakeServer
+
+ANSWER = "Hello from the fake Ollama model."
 
 
 def canonical(name):
@@ -38,6 +46,10 @@ class OllamaHandler(FakeHandler):
             return self.send_body(400, {"error": "invalid character in request body"})
         if self.path == "/api/pull":
             return self._pull(canonical(body.get("model") or body.get("name") or ""), body.get("stream", True))
+        if self.path in ("/api/chat", "/api/generate"):
+            return self._generate(body, chat=self.path == "/api/chat")
+        if self.path == "/v1/chat/completions":
+            return self._openai_chat(body)
         return self.send_body(404, "404 page not found", "text/plain")
 
     def do_DELETE(self):
@@ -50,6 +62,56 @@ class OllamaHandler(FakeHandler):
             return self.send_body(404, {"error": "model '%s' not found" % name})
         self.server.models.discard(name)
         return self.send_body(200, "", "text/plain")
+
+    def _load(self, name):
+        """None when the model is loaded (after a cold-load delay on first use), else Ollama's 404 body."""
+        if name not in self.server.models:
+            return {"error": "model '%s' not found" % name.split(":latest")[0]}
+        with self.server.lock:
+            cold = name not in self.server.loaded
+            self.server.loaded.add(name)
+        if cold and self.server.cold_load:
+            time.sleep(self.server.cold_load)
+        return None
+
+    def _generate(self, body, chat):
+        name = canonical(body.get("model") or "")
+        self.server.count("generate:" + name)
+        missing = self._load(name)
+        if missing:
+            return self.send_body(404, missing)
+        stream = body.get("stream", True)
+        created = "2026-01-01T00:00:00.000000Z"
+        words = ANSWER.split()
+
+        def event(text, done):
+            event = {"model": body.get("model"), "created_at": created, "done": done}
+            if chat:
+                event["message"] = {"role": "assistant", "content": text}
+            else:
+                event["response"] = text
+            if done:
+                event.update(done_reason="stop", total_duration=1000000, load_duration=0, prompt_eval_count=9,
+                             prompt_eval_duration=1000, eval_count=len(words), eval_duration=1000)
+            return event
+
+        if not stream:
+            return self.send_body(200, event(ANSWER, True))
+        return self.send_stream([json.dumps(event(w + " ", False)) + "\n" for w in words]
+                                + [json.dumps(event("", True)) + "\n"])
+
+    def _openai_chat(self, body):
+        name = canonical(body.get("model") or "")
+        self.server.count("generate:" + name)
+        missing = self._load(name)
+        if missing:
+            return self.send_body(404, {"error": {"message": missing["error"], "type": "api_error", "param": None,
+                                                  "code": None}})
+        return self.send_body(200, {
+            "id": "chatcmpl-1", "object": "chat.completion", "created": 1700000000, "model": body.get("model"),
+            "system_fingerprint": "fp_ollama",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": ANSWER}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 9, "completion_tokens": 5, "total_tokens": 14}})
 
     def _pull(self, name, stream):
         if name not in self.server.registry:
@@ -68,8 +130,12 @@ class OllamaHandler(FakeHandler):
 
 
 class FakeOllama(FakeServer):
-    def __init__(self, address=("127.0.0.1", 0), models=(), registry=("qwen2.5:3b", "llama3.2:1b"), pull_delay=0.0):
+    def __init__(self, address=("127.0.0.1", 0), models=(), registry=("qwen2.5:3b", "llama3.2:1b"), pull_delay=0.0,
+                 cold_load=0.0):
         super().__init__(address, OllamaHandler)
         self.models = {canonical(m) for m in models}
         self.registry = {canonical(m) for m in registry}
         self.pull_delay = pull_delay
+        # Seconds the first request for a model waits while Ollama loads it (CPU: minutes for real).
+        self.cold_load = cold_load
+        self.loaded = set()

@@ -1,0 +1,180 @@
+"""FAKE OpenAI-compatible servers: vLLM (the GPU model server) and the cloud
+providers that speak OpenAI's wire format (OpenAI, Groq, Mistral).
+
+What they reproduce, because tests and LiteLLM depend on it:
+- vLLM serves exactly one model name; any other gets vLLM's 404 NotFoundError
+  body. With a reasoning parser the reasoning comes back in
+  ``reasoning_content`` and ``content`` is clean; without one the raw text
+  carries only the closing ``</think>`` (the R1 chat template pre-fills the
+  opening tag).
+- Streaming is server-sent events, one ``data:`` line per chunk, then
+  ``data: [DONE]``.
+- Cloud flavour errors use OpenAI's body; 429 carries ``retry-after``.
+
+Faults, set on the server object: ``behaviour`` is one of ``ok``, ``hang``
+(accept, never answer), ``error`` (HTTP ``error_status``), ``die_mid_stream``
+(one chunk, then the connection drops), ``rate_limited`` (429). ``latency``
+delays every answer.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+
+from .http import FakeHandler, FakeServer
+
+ANSWER = "Hello from the fake model."
+REASONING = "The user greets me. I should greet back."
+
+
+# Fields the real services add to every completion (LiteLLM's groq provider reads service_tier).
+PROVIDER_FIELDS = {
+    "openai": {"service_tier": "default", "system_fingerprint": "fp_fake"},
+    "groq": {"service_tier": "on_demand", "system_fingerprint": "fp_fake", "x_groq": {"id": "req_fake"}},
+    "mistral": {},
+    "vllm": {"prompt_logprobs": None, "kv_transfer_params": None},
+}
+
+
+def _completion_id():
+    return "chatcmpl-" + uuid.uuid4().hex[:24]
+
+
+class ChatHandler(FakeHandler):
+    def do_GET(self):
+        server = self.server
+        server.count("GET " + self.path)
+        if self.path == "/health" and server.flavour == "vllm":
+            return self.send_body(200, "", "text/plain")
+        if self.path in ("/v1/models", "/models"):
+            return self.send_body(200, {"object": "list", "data": [
+                {"id": name, "object": "model", "created": 1700000000, "owned_by": server.flavour}
+                for name in server.models]})
+        return self.send_body(404, {"detail": "Not Found"})
+
+    def do_POST(self):
+        server = self.server
+        if self.path not in ("/v1/chat/completions", "/chat/completions", "/openai/v1/chat/completions"):
+            server.count("POST " + self.path)
+            return self.send_body(404, {"detail": "Not Found"})
+        body = self.read_json()
+        if body is None:
+            return self.send_body(400, server.error_body(400, "Invalid JSON body"))
+        model = body.get("model", "")
+        server.count("chat")
+        server.count("chat:" + model)
+        server.requests.append({"model": model, "stream": bool(body.get("stream")), "at": time.monotonic(),
+                                "authorization": self.headers.get("Authorization", "")})
+        behaviour = server.behaviour
+        if behaviour == "hang":
+            server.release.wait()
+            return self.close_connection_now()
+        if server.latency:
+            time.sleep(server.latency)
+        if model not in server.models:
+            return self.send_body(404, server.not_found_body(model))
+        if behaviour == "error":
+            return self.send_body(server.error_status, server.error_body(server.error_status, "fake upstream failure"))
+        if behaviour == "rate_limited":
+            return self.send_body(429, server.error_body(429, "Rate limit reached for %s on requests per day" % model),
+                                  headers={"retry-after": str(server.retry_after)})
+        if body.get("stream"):
+            return self.stream(model, die=behaviour == "die_mid_stream")
+        return self.send_body(200, self.completion(model))
+
+    def close_connection_now(self):
+        self.close_connection = True
+        try:
+            self.connection.shutdown(2)
+        except OSError:
+            pass
+
+    def message(self):
+        if self.server.reasoning_parser:
+            return {"role": "assistant", "content": ANSWER, "reasoning_content": REASONING}
+        if self.server.reasoning_raw:
+            return {"role": "assistant", "content": REASONING + "\n</think>\n\n" + ANSWER}
+        return {"role": "assistant", "content": ANSWER}
+
+    def completion(self, model):
+        body = {"id": _completion_id(), "object": "chat.completion", "created": int(time.time()), "model": model,
+                "choices": [{"index": 0, "message": self.message(), "finish_reason": "stop", "logprobs": None}],
+                "usage": {"prompt_tokens": 9, "completion_tokens": 7, "total_tokens": 16}}
+        return dict(body, **PROVIDER_FIELDS.get(self.server.flavour, {}))
+
+    def stream(self, model, die=False):
+        ident, created = _completion_id(), int(time.time())
+        message = self.message()
+
+        def chunk(delta, finish=None):
+            return "data: " + json.dumps({"id": ident, "object": "chat.completion.chunk", "created": created,
+                                          "model": model, "choices": [{"index": 0, "delta": delta,
+                                                                       "finish_reason": finish}]}) + "\n\n"
+
+        pieces = [chunk({"role": "assistant", "content": ""})]
+        if message.get("reasoning_content"):
+            pieces += [chunk({"reasoning_content": word + " "}) for word in message["reasoning_content"].split()]
+        pieces += [chunk({"content": word + " "}) for word in message["content"].split()]
+        pieces += [chunk({}, "stop"), "data: [DONE]\n\n"]
+        if die:
+            # The role chunk and one content chunk go out, then the connection drops.
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for piece in pieces[:2]:
+                data = piece.encode()
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                self.wfile.flush()
+            time.sleep(self.server.die_after)
+            return self.close_connection_now()
+        return self.send_stream(pieces, content_type="text/event-stream")
+
+
+class FakeChatServer(FakeServer):
+    """One fake upstream. ``flavour`` is ``vllm`` or a cloud provider's name."""
+
+    def __init__(self, address=("127.0.0.1", 0), flavour="vllm", models=("vllm-qwen",), reasoning_parser=None,
+                 reasoning_raw=False):
+        super().__init__(address, ChatHandler)
+        self.flavour = flavour
+        self.models = list(models)
+        self.reasoning_parser = reasoning_parser
+        self.reasoning_raw = reasoning_raw
+        self.behaviour = "ok"
+        self.latency = 0.0
+        self.error_status = 500
+        self.retry_after = 30
+        self.die_after = 0.3  # seconds between the first chunk and the drop, for die_mid_stream
+        self.requests = []
+        self.release = threading.Event()
+
+    def reset(self, **settings):
+        self.release.set()
+        self.release = threading.Event()
+        self.behaviour, self.latency, self.error_status = "ok", 0.0, 500
+        self.hits, self.requests = {}, []
+        for key, value in settings.items():
+            setattr(self, key, value)
+
+    def stop(self):
+        self.release.set()
+        super().stop()
+
+    def not_found_body(self, model):
+        if self.flavour == "vllm":
+            return {"error": {"message": "The model `%s` does not exist." % model, "type": "NotFoundError",
+                              "param": "model", "code": 404}}
+        return self.error_body(404, "The model `%s` does not exist or you do not have access to it." % model,
+                               code="model_not_found")
+
+    def error_body(self, status, message, code=None):
+        if self.flavour == "vllm":
+            kinds = {400: "BadRequestError", 404: "NotFoundError", 500: "InternalServerError"}
+            return {"error": {"message": message, "type": kinds.get(status, "InternalServerError"), "param": None,
+                              "code": status}}
+        kinds = {400: "invalid_request_error", 401: "invalid_request_error", 404: "invalid_request_error",
+                 429: "requests", 500: "server_error"}
+        codes = {429: "rate_limit_exceeded", 401: "invalid_api_key"}
+        return {"error": {"message": message, "type": kinds.get(status, "server_error"), "param": None,
+                          "code": code or codes.get(status)}}

@@ -1,0 +1,112 @@
+# -*- coding: utf-8 -*-
+# Copyright: homelab.inference contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""LiteLLM's config.yaml, and the settings of the gateway hook, from the catalog.
+
+Pure functions. Why each setting is what it is (measured on the real proxy,
+see roles/litellm/README.md):
+
+- every tier is its own model group, and the chain is LiteLLM ``fallbacks``
+  in ``litellm_settings`` (a shared model_name would load-balance instead);
+- ``num_retries: 0`` and ``max_retries: 0``: the fallback is the retry. A
+  retry against a tier that refuses or hangs only adds its back-off or its
+  timeout to every request;
+- a cooldown takes a failing tier out of rotation, so during an outage
+  requests go straight to the next tier; it is short, so a tier that comes
+  back (a GPU mode switch) is used again soon;
+- vLLM models outside the chain get no cooldown: right after a switch to
+  their mode they must answer, and while their mode is off the hook answers
+  with a clear error at once anyway.
+"""
+
+from __future__ import annotations
+
+from ansible_collections.homelab.inference.plugins.module_utils import _catalog
+
+HOOK_MODULE = "inference_gateway"
+
+
+def _provider_model(entry):
+    backend = entry["backend"]
+    if backend == "vllm":
+        # vLLM serves the model under its catalog name (--served-model-name).
+        return "openai/" + entry["name"]
+    if backend == "ollama":
+        return "ollama_chat/" + entry["model"]
+    return "%s/%s" % (backend, entry["model"])
+
+
+def deployment(entry, settings, in_chain):
+    """One model_list entry."""
+    backend = entry["backend"]
+    params = {"model": _provider_model(entry)}
+    api_base = settings["api_bases"].get(backend)
+    if api_base:
+        params["api_base"] = api_base
+    if backend == "vllm":
+        params["api_key"] = "not-needed"  # vLLM runs without --api-key; the client library wants a value
+    elif backend in _catalog.CLOUD_BACKENDS:
+        params["api_key"] = "os.environ/" + _catalog.CLOUD_BACKENDS[backend]
+    timeout = entry.get("timeout", settings["default_timeout"])
+    params.update(timeout=timeout, stream_timeout=timeout, max_retries=0)
+    if backend == "vllm" and not in_chain:
+        params["cooldown_time"] = 0
+    return {"model_name": entry["name"], "litellm_params": params}
+
+
+def fallbacks(chain):
+    """Each tier falls back to every tier after it, in order; ``default`` as the head."""
+    rules = [{member: chain[index + 1:]} for index, member in enumerate(chain[:-1])]
+    return [{_catalog.DEFAULT_ALIAS: chain[1:]}] + rules if len(chain) > 1 else rules
+
+
+def build_config(models, chain, settings):
+    """The whole config.yaml as a dict."""
+    model_list = [deployment(entry, settings, entry["name"] in chain) for entry in models]
+    litellm_settings = {
+        "num_retries": 0,
+        "request_timeout": max(entry.get("timeout", settings["default_timeout"]) for entry in models),
+        "fallbacks": fallbacks(chain),
+        "callbacks": ["%s.gateway" % HOOK_MODULE] + (["prometheus"] if settings.get("prometheus") else []),
+        "require_auth_for_metrics_endpoint": bool(settings.get("metrics_require_auth")),
+        "drop_params": True,
+    }
+    router_settings = {
+        "routing_strategy": "simple-shuffle",
+        "model_group_alias": {_catalog.DEFAULT_ALIAS: chain[0]},
+        "cooldown_time": settings["cooldown_time"],
+        "allowed_fails": settings["allowed_fails"],
+    }
+    if settings.get("redis"):
+        # Cooldowns and rate-limit state shared by every replica.
+        router_settings.update(redis_host="os.environ/REDIS_HOST", redis_port="os.environ/REDIS_PORT",
+                               redis_password="os.environ/REDIS_PASSWORD")
+    general_settings = {"master_key": "os.environ/LITELLM_MASTER_KEY"}
+    if settings.get("database"):
+        general_settings["database_url"] = "os.environ/DATABASE_URL"
+    else:
+        # Without a database the master key is the only key; a wrong one gets 401.
+        general_settings["custom_auth"] = "%s.user_api_key_auth" % HOOK_MODULE
+    return {"model_list": model_list, "litellm_settings": litellm_settings, "router_settings": router_settings,
+            "general_settings": general_settings}
+
+
+def build_gateway_settings(models, chain, modes, settings):
+    """inference_gateway.json: what the hook needs to know of the catalog."""
+    out = {}
+    for entry in models:
+        item = {"backend": entry["backend"], "fallbacks": entry["name"] in chain[:-1]}
+        if entry["backend"] == "vllm":
+            item["api_base"] = settings["api_bases"]["vllm"]
+        quota = {key: entry[key] for key in ("requests_per_minute", "requests_per_day") if entry.get(key)}
+        if quota:
+            item["quota"] = quota
+        out[entry["name"]] = item
+    return {
+        "models": out,
+        "gpu_modes": {name: mode.get("vllm_model") for name, mode in modes.items()},
+        "fallback_model": _catalog.DEFAULT_ALIAS,
+        "switch_command": settings["switch_command"],
+        "quota_window_seconds": settings["quota_window_seconds"],
+        "quota_max_wait_seconds": settings["quota_max_wait_seconds"],
+    }

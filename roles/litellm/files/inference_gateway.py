@@ -1,0 +1,240 @@
+# -*- coding: utf-8 -*-
+# Copyright: homelab.inference contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""LiteLLM proxy hook of homelab.inference, mounted beside config.yaml.
+
+What LiteLLM does not do by itself:
+
+- Free-tier quotas. Per model: requests per minute (a sliding window; over the
+  rate a request is held until a slot frees, up to a bound, rather than failed)
+  and requests per day (over it: 429 with Retry-After until 00:00 UTC).
+  Counters live in Redis when REDIS_HOST is set (shared by every replica,
+  surviving restarts), else in this process's memory.
+- A clear error for a vLLM model the GPU's current mode does not load: which
+  mode serves it, how to switch, what to ask for instead; at once, with 404.
+- 401 for a wrong key when there is no database (LiteLLM would answer 400
+  "No connected db"): only the master key is accepted then.
+
+Settings come from inference_gateway.json beside this file, written by the
+homelab.inference.litellm role from the model catalog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import hmac
+import json
+import logging
+import math
+import os
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+from fastapi import HTTPException
+
+try:  # the hook runs inside the LiteLLM proxy; importing it elsewhere needs litellm
+    from litellm.integrations.custom_logger import CustomLogger
+    from litellm.proxy._types import LitellmUserRoles, UserAPIKeyAuth
+except ImportError:  # pragma: no cover - only for reading the pure parts without litellm
+    CustomLogger = object
+    LitellmUserRoles = UserAPIKeyAuth = None
+
+LOG = logging.getLogger("inference_gateway")
+SETTINGS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "inference_gateway.json")
+
+# One atomic step in Redis: refuse when the day is spent; else admit into the
+# minute window if a slot is free (and count the day); else say how long until
+# the oldest request in the window leaves it. Time is Redis's own clock, so
+# every replica agrees.
+ADMIT_SCRIPT = """
+local day_limit = tonumber(ARGV[1])
+local minute_limit = tonumber(ARGV[2])
+local window = tonumber(ARGV[3])
+if day_limit > 0 and tonumber(redis.call('GET', KEYS[2]) or '0') >= day_limit then
+  return {-1, '0'}
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+if minute_limit > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+  if redis.call('ZCARD', KEYS[1]) >= minute_limit then
+    local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+    return {0, tostring(tonumber(oldest[2]) + window - now)}
+  end
+  redis.call('ZADD', KEYS[1], now, ARGV[4])
+  redis.call('EXPIRE', KEYS[1], math.ceil(window) + 1)
+end
+if day_limit > 0 then
+  redis.call('INCR', KEYS[2])
+  redis.call('EXPIRE', KEYS[2], 172800)
+end
+return {1, '0'}
+"""
+
+SPENT, FULL, ADMITTED = -1, 0, 1
+
+
+def load_settings(path=SETTINGS_FILE):
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def utc_day(now=None):
+    return (now or datetime.datetime.now(datetime.timezone.utc)).strftime("%Y-%m-%d")
+
+
+def seconds_to_utc_midnight(now=None):
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    tomorrow = (now + datetime.timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return max(1, math.ceil((tomorrow - now).total_seconds()))
+
+
+class MemoryCounters:
+    """Quota counters in this process (one replica; reset by a restart)."""
+
+    def __init__(self):
+        self.windows = {}
+        self.days = {}
+        self.lock = asyncio.Lock()
+
+    async def admit(self, model, day, day_limit, minute_limit, window):
+        async with self.lock:
+            day_key = (model, day)
+            if day_limit and self.days.get(day_key, 0) >= day_limit:
+                return SPENT, 0.0
+            now = time.monotonic()
+            if minute_limit:
+                recent = [t for t in self.windows.get(model, []) if t > now - window]
+                self.windows[model] = recent
+                if len(recent) >= minute_limit:
+                    return FULL, recent[0] + window - now
+                recent.append(now)
+            if day_limit:
+                self.days[day_key] = self.days.get(day_key, 0) + 1
+            return ADMITTED, 0.0
+
+
+class RedisCounters:
+    """Quota counters in Redis: shared by every replica, kept across restarts."""
+
+    def __init__(self, host, port, password=None, prefix="inference:quota"):
+        import redis.asyncio as aioredis  # installed with litellm[proxy]
+
+        self.client = aioredis.Redis(host=host, port=int(port), password=password or None,
+                                     socket_connect_timeout=2, socket_timeout=2)
+        self.script = self.client.register_script(ADMIT_SCRIPT)
+        self.prefix = prefix
+
+    async def admit(self, model, day, day_limit, minute_limit, window):
+        keys = ["%s:minute:%s" % (self.prefix, model), "%s:day:%s:%s" % (self.prefix, model, day)]
+        verdict, wait = await self.script(keys=keys, args=[day_limit or 0, minute_limit or 0, window,
+                                                           uuid.uuid4().hex])
+        return int(verdict), float(wait)
+
+
+class InferenceGateway(CustomLogger):
+    def __init__(self, settings=None, counters=None):
+        super().__init__()
+        self.settings = settings if settings is not None else load_settings()
+        self.models = self.settings.get("models", {})
+        self.counters = counters or self._counters_from_env()
+
+    @staticmethod
+    def _counters_from_env():
+        host = os.environ.get("REDIS_HOST")
+        if host:
+            return RedisCounters(host, os.environ.get("REDIS_PORT", "6379"), os.environ.get("REDIS_PASSWORD"))
+        return MemoryCounters()
+
+    # -- quotas -------------------------------------------------------------
+
+    async def async_pre_call_hook(self, user_api_key_dict, cache, data, call_type):
+        model = data.get("model") if isinstance(data, dict) else None
+        quota = self.models.get(model, {}).get("quota") if model else None
+        if quota:
+            await self.take_quota(model, quota)
+        return data
+
+    async def take_quota(self, model, quota):
+        window = float(self.settings.get("quota_window_seconds", 60))
+        max_wait = float(self.settings.get("quota_max_wait_seconds", 10))
+        per_minute, per_day = quota.get("requests_per_minute"), quota.get("requests_per_day")
+        deadline = time.monotonic() + max_wait
+        while True:
+            try:
+                verdict, wait = await self.counters.admit(model, utc_day(), per_day, per_minute, window)
+            except Exception as err:  # a quota store outage must not take the gateway down
+                LOG.warning("quota store unavailable, admitting %s unmetered: %s", model, err)
+                return
+            if verdict == ADMITTED:
+                return
+            if verdict == SPENT:
+                retry = seconds_to_utc_midnight()
+                raise HTTPException(status_code=429, headers={"Retry-After": str(retry)}, detail=(
+                    "%s: the free-tier quota of %d requests per day is spent; it resets at 00:00 UTC (in %dh%02dm). "
+                    "Use another model until then." % (model, per_day, retry // 3600, retry % 3600 // 60)))
+            # FULL: hold the request until a slot frees, if that is soon enough.
+            wait = max(wait, 0.01)
+            if time.monotonic() + wait > deadline:
+                raise HTTPException(status_code=429, headers={"Retry-After": str(max(1, math.ceil(wait)))}, detail=(
+                    "%s: over the free-tier rate of %d requests per %gs; retry in %ds."
+                    % (model, per_minute, window, max(1, math.ceil(wait)))))
+            await asyncio.sleep(wait)
+
+    # -- a vLLM model the current GPU mode does not load ----------------------
+
+    async def async_post_call_failure_hook(self, request_data, original_exception, user_api_key_dict,
+                                           traceback_str=None):
+        model = request_data.get("model") if isinstance(request_data, dict) else None
+        entry = self.models.get(model) or {}
+        if entry.get("backend") != "vllm" or entry.get("fallbacks"):
+            return None
+        served = await asyncio.get_running_loop().run_in_executor(None, self.served_by_vllm, entry["api_base"])
+        if served is not None and model in served:
+            return None  # it is loaded: the failure is something else, keep LiteLLM's error
+        return HTTPException(status_code=404, detail=self.not_loaded_message(model, served))
+
+    @staticmethod
+    def served_by_vllm(api_base):
+        """Model names vLLM lists, or None when it does not answer (stopped or loading)."""
+        try:
+            with urllib.request.urlopen(api_base.rstrip("/") + "/models", timeout=1) as response:
+                return [m["id"] for m in json.load(response).get("data", [])]
+        except (urllib.error.URLError, OSError, ValueError, KeyError):
+            return None
+
+    def not_loaded_message(self, model, served):
+        modes = self.settings.get("gpu_modes", {})
+        serving = [mode for mode, vllm_model in modes.items() if vllm_model == model]
+        if served:
+            current = [mode for mode, vllm_model in modes.items() if vllm_model in served]
+            now = "the GPU is in mode '%s' (serving %s)" % (current[0] if current else "?", ", ".join(served))
+        else:
+            free = [mode for mode, vllm_model in modes.items() if not vllm_model]
+            now = "vLLM is not running (the GPU is released%s, or a model is still loading)" % (
+                ", mode '%s'" % free[0] if free else "")
+        where = ("it is served in mode '%s': switch with `%s`" % (
+            serving[0], self.settings.get("switch_command", "gpu_mode.yml -e mode={mode}").format(mode=serving[0]))
+            if serving else "no GPU mode serves it")
+        fallback = self.settings.get("fallback_model")
+        return "Model %s is not loaded: %s; %s%s." % (
+            model, now, where, ", or ask for model '%s', which always answers" % fallback if fallback else "")
+
+    # -- keys without a database ----------------------------------------------
+
+    async def user_api_key_auth(self, request, api_key):
+        path = request.url.path
+        if path.startswith("/health/") or path.rstrip("/") == "/metrics":
+            return UserAPIKeyAuth(user_role=LitellmUserRoles.INTERNAL_USER_VIEW_ONLY)
+        master_key = os.environ.get("LITELLM_MASTER_KEY", "")
+        presented = (api_key or "").removeprefix("Bearer ").strip()
+        if master_key and presented and hmac.compare_digest(presented.encode(), master_key.encode()):
+            return UserAPIKeyAuth(api_key=master_key, user_role=LitellmUserRoles.PROXY_ADMIN)
+        raise HTTPException(status_code=401, detail="Invalid or missing API key: send 'Authorization: Bearer <key>'.")
+
+
+gateway = InferenceGateway() if os.path.exists(SETTINGS_FILE) else None
+user_api_key_auth = gateway.user_api_key_auth if gateway else None
