@@ -74,6 +74,12 @@ class FakeServer(ThreadingHTTPServer):
         self.hits = {}
         self.lock = threading.Lock()
         self.connections = set()
+        self.stopped = False
+
+    def reset_counters(self):
+        """Forget what was asked so far (between test cases)."""
+        with self.lock:
+            self.hits = {}
 
     def count(self, key):
         with self.lock:
@@ -91,6 +97,9 @@ class FakeServer(ThreadingHTTPServer):
 
     def stop(self):
         """Stop like a killed process: refuse new connections, cut open ones."""
+        if self.stopped:
+            return
+        self.stopped = True
         self.shutdown()
         self.server_close()
         with self.lock:

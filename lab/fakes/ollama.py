@@ -77,6 +77,7 @@ class OllamaHandler(FakeHandler):
     def _generate(self, body, chat):
         name = canonical(body.get("model") or "")
         self.server.count("generate:" + name)
+        self.server.note_generate()
         missing = self._load(name)
         if missing:
             return self.send_body(404, missing)
@@ -103,6 +104,7 @@ class OllamaHandler(FakeHandler):
     def _openai_chat(self, body):
         name = canonical(body.get("model") or "")
         self.server.count("generate:" + name)
+        self.server.note_generate()
         missing = self._load(name)
         if missing:
             return self.send_body(404, {"error": {"message": missing["error"], "type": "api_error", "param": None,
@@ -139,3 +141,13 @@ class FakeOllama(FakeServer):
         # Seconds the first request for a model waits while Ollama loads it (CPU: minutes for real).
         self.cold_load = cold_load
         self.loaded = set()
+        self.first_generate_at = None
+
+    def reset_counters(self):
+        super().reset_counters()
+        self.first_generate_at = None
+
+    def note_generate(self):
+        with self.lock:
+            if self.first_generate_at is None:
+                self.first_generate_at = time.monotonic()

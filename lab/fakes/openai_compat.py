@@ -149,11 +149,16 @@ class FakeChatServer(FakeServer):
         self.requests = []
         self.release = threading.Event()
 
+    def reset_counters(self):
+        super().reset_counters()
+        self.requests = []
+
     def reset(self, **settings):
+        """Healthy again, counters cleared, then ``settings`` applied."""
         self.release.set()
         self.release = threading.Event()
         self.behaviour, self.latency, self.error_status = "ok", 0.0, 500
-        self.hits, self.requests = {}, []
+        self.reset_counters()
         for key, value in settings.items():
             setattr(self, key, value)
 

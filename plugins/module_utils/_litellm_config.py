@@ -77,10 +77,12 @@ def build_config(models, chain, settings):
         "cooldown_time": settings["cooldown_time"],
         "allowed_fails": settings["allowed_fails"],
     }
-    if settings.get("redis"):
+    redis = settings.get("redis")
+    if redis:
         # Cooldowns and rate-limit state shared by every replica.
-        router_settings.update(redis_host="os.environ/REDIS_HOST", redis_port="os.environ/REDIS_PORT",
-                               redis_password="os.environ/REDIS_PASSWORD")
+        router_settings.update(redis_host="os.environ/REDIS_HOST", redis_port="os.environ/REDIS_PORT")
+        if redis.get("password"):
+            router_settings["redis_password"] = "os.environ/REDIS_PASSWORD"
     general_settings = {"master_key": "os.environ/LITELLM_MASTER_KEY"}
     if settings.get("database"):
         general_settings["database_url"] = "os.environ/DATABASE_URL"
