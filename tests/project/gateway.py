@@ -82,6 +82,7 @@ def render_gateway(target, upstreams, **overrides):
     extra = {"litellm_api_bases": upstreams.api_bases, "litellm_master_key": MASTER_KEY,
              "litellm_provider_keys": PROVIDER_KEYS}
     extra.update(overrides)
+    os.makedirs(str(target), exist_ok=True)
     render_dir = os.path.join(str(target), "render")
     vars_file = os.path.join(str(target), "vars.json")
     with open(vars_file, "w") as handle:
