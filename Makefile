@@ -7,7 +7,7 @@ VENV := $(shell ./scripts/venv.sh)
 export PATH := $(VENV)/bin:$(PATH)
 RENDER_DIR ?= render
 
-.PHONY: test lint sanity pytest render docs
+.PHONY: test lint sanity pytest render docs system-deps
 
 test: lint sanity pytest
 
@@ -17,8 +17,11 @@ lint:
 sanity:
 	./scripts/sanity.sh
 
-pytest:
+pytest: system-deps
 	pytest -q tests/unit tests/project
+
+system-deps:
+	./scripts/system-deps.sh
 
 render:
 	ansible-playbook site.yml --tags render -e render_dir=$(RENDER_DIR)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import glob
+import json
 import os
 
 import kubernetes_validate
@@ -15,18 +16,25 @@ from helpers import ROOT, ansible_playbook
 
 KUBERNETES_VERSION = "1.31.0"
 CANARIES = {
+    "litellm_master_key": "sk-CANARY-litellm-0c5f1e2a",
     "paperless_ai_api_key": "sk-CANARY-litellm-0c5f1e2a",
     "paperless_ai_paperless_token": "CANARY-paperless-7d41b9",
+    "litellm_database_url": "postgresql://litellm:CANARY-db-5e6f@db:5432/litellm",
+    "litellm_redis_password": "CANARY-redis-91ab",
 }
-APPS = {"namespaces", "nvidia-device-plugin", "vllm", "ollama", "paperless-ai"}
+PROVIDER_CANARIES = {"openai": "sk-CANARY-openai-1", "groq": "gsk_CANARY-groq-2", "gemini": "CANARY-gemini-3",
+                     "mistral": "CANARY-mistral-4"}
+# Every optional object switched on, so that all of them are validated.
+OPTIONAL = {"litellm_ingress_host": "litellm.home.example.com", "litellm_service_monitor": True,
+            "litellm_prometheus_rules": True, "litellm_redis_host": "redis.ml.svc.cluster.local"}
+APPS = {"namespaces", "nvidia-device-plugin", "vllm", "ollama", "litellm", "paperless-ai"}
 # Kinds without a schema in the Kubernetes API: checked for their envelope only.
 CRD_KINDS = {"IngressRoute", "Certificate", "ServiceMonitor", "PrometheusRule"}
 
 
 def render(target, *extra):
-    args = ["site.yml", "--tags", "render", "-e", "render_dir=%s" % target]
-    for key, value in CANARIES.items():
-        args += ["-e", "%s=%s" % (key, value)]
+    args = ["site.yml", "--tags", "render", "-e", "render_dir=%s" % target,
+            "-e", json.dumps(dict(CANARIES, litellm_provider_keys=PROVIDER_CANARIES, **OPTIONAL))]
     return ansible_playbook(*args, *extra, check=True)
 
 
@@ -101,7 +109,7 @@ def test_every_object_carries_the_app_labels(rendered):
 
 def test_no_clear_text_secret_in_the_render_or_the_verbose_diff_output(rendered):
     needles = set()
-    for value in CANARIES.values():
+    for value in list(CANARIES.values()) + list(PROVIDER_CANARIES.values()):
         needles |= {value, base64.b64encode(value.encode()).decode()}
     for path in glob.glob(os.path.join(str(rendered["dir"]), "*")):
         with open(path) as handle:
@@ -118,6 +126,59 @@ def test_no_clear_text_secret_in_the_render_or_the_verbose_diff_output(rendered)
 def test_secrets_are_rendered_redacted_with_their_keys(rendered):
     secret = find(rendered, "Secret", "paperless-ai")
     assert secret["stringData"] == {"CUSTOM_API_KEY": "<redacted>", "PAPERLESS_API_TOKEN": "<redacted>"}
+    secret = find(rendered, "Secret", "litellm-secrets")
+    assert sorted(secret["stringData"]) == ["DATABASE_URL", "GEMINI_API_KEY", "GROQ_API_KEY", "LITELLM_MASTER_KEY",
+                                            "MISTRAL_API_KEY", "OPENAI_API_KEY", "REDIS_PASSWORD"]
+    assert set(secret["stringData"].values()) == {"<redacted>"}
+
+
+def test_litellm_config_references_secrets_only_by_environment(rendered):
+    data = find(rendered, "ConfigMap", "litellm-config")["data"]
+    assert sorted(data) == ["config.yaml", "inference_gateway.json", "inference_gateway.py"]
+    config = yaml.safe_load(data["config.yaml"])
+    assert config["general_settings"]["master_key"] == "os.environ/LITELLM_MASTER_KEY"
+    assert config["general_settings"]["database_url"] == "os.environ/DATABASE_URL"
+    assert config["router_settings"]["redis_password"] == "os.environ/REDIS_PASSWORD"
+    keys = {d["model_name"]: d["litellm_params"].get("api_key") for d in config["model_list"]}
+    assert keys["openai-gpt4o"] == "os.environ/OPENAI_API_KEY"
+    assert keys["groq/llama-3.3-70b-versatile"] == "os.environ/GROQ_API_KEY"
+
+
+def test_litellm_stays_off_the_gpu_node_and_rolls_on_change(rendered):
+    deployment = find(rendered, "Deployment", "litellm")
+    pod = deployment["spec"]["template"]["spec"]
+    term = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]
+    assert term["matchExpressions"] == [{"key": "nvidia.com/gpu", "operator": "DoesNotExist"}]
+    container = pod["containers"][0]
+    assert container["image"] == "ghcr.io/berriai/litellm:v1.106.2"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/health/readiness"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health/liveliness"
+    assert container["envFrom"] == [{"secretRef": {"name": "litellm-secrets"}}]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["REDIS_HOST"] == "redis.ml.svc.cluster.local" and env["REDIS_PORT"] == "6379"
+    assert find(rendered, "Service", "litellm")["spec"]["ports"][0]["port"] == 4000
+
+
+def test_litellm_image_matches_the_tested_proxy_version():
+    with open(os.path.join(ROOT, "requirements-test.txt")) as handle:
+        pinned = [line.split("==")[1].strip() for line in handle if line.startswith("litellm[proxy]==")]
+    with open(os.path.join(ROOT, "roles", "litellm", "defaults", "main.yml")) as handle:
+        image = yaml.safe_load(handle)["litellm_image"]
+    assert pinned and image.endswith(":v" + pinned[0])
+
+
+def test_litellm_monitoring_objects(rendered):
+    monitor = find(rendered, "ServiceMonitor", "litellm")
+    assert monitor["spec"]["endpoints"][0]["path"] == "/metrics/"
+    rules = find(rendered, "PrometheusRule", "litellm")["spec"]["groups"][0]["rules"]
+    alerts = [r["alert"] for r in rules]
+    assert alerts[:3] == ["VLLMUnavailable", "LiteLLMFallbacksFiring", "LiteLLMFallbacksFailing"]
+    assert alerts.count("FreeTierQuotaNearlySpent") == 4, "one per catalog model with a daily quota"
+    assert find(rendered, "IngressRoute", "litellm")["spec"]["routes"][0]["match"] == "Host(`litellm.home.example.com`)"
+    assert find(rendered, "Certificate", "litellm-tls")["spec"]["issuerRef"]["name"] == "letsencrypt-prod"
+    dashboard = find(rendered, "ConfigMap", "litellm-dashboard")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dashboard["data"]["litellm.json"])["panels"]
 
 
 def test_pod_templates_carry_checksums_of_what_they_mount(rendered):

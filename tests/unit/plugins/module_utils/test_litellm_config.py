@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.homelab.inference.plugins.module_utils import _litellm_config
+
+MODELS = [
+    {"name": "vllm-qwen", "backend": "vllm", "model": "Qwen/Qwen2.5-7B-Instruct-AWQ", "timeout": 3},
+    {"name": "ollama-qwen", "backend": "ollama", "model": "qwen2.5:3b", "timeout": 120},
+    {"name": "openai-gpt4o", "backend": "openai", "model": "gpt-4o-mini", "timeout": 30},
+    {"name": "vllm-r1", "backend": "vllm", "model": "r1", "timeout": 60, "reasoning": True},
+    {"name": "groq/llama", "backend": "groq", "model": "llama", "parallel": True, "requests_per_minute": 30,
+     "requests_per_day": 6000},
+    {"name": "gemini/flash", "backend": "gemini", "model": "gemini-2.0-flash", "parallel": True},
+]
+CHAIN = ["vllm-qwen", "ollama-qwen", "openai-gpt4o"]
+MODES = {"ml": {"vllm_model": "vllm-qwen"}, "r1": {"vllm_model": "vllm-r1"}, "gaming": {"vllm_model": None}}
+SETTINGS = {"api_bases": {"vllm": "http://vllm-api:8000/v1", "ollama": "http://ollama:11434"}, "default_timeout": 30,
+            "cooldown_time": 10, "allowed_fails": 0, "prometheus": True, "switch_command": "gpu_mode {mode}",
+            "quota_window_seconds": 60, "quota_max_wait_seconds": 10}
+
+
+def config(**settings):
+    return _litellm_config.build_config(MODELS, CHAIN, dict(SETTINGS, **settings))
+
+
+def params(cfg, name):
+    return next(d["litellm_params"] for d in cfg["model_list"] if d["model_name"] == name)
+
+
+def test_every_tier_is_its_own_model_group():
+    names = [d["model_name"] for d in config()["model_list"]]
+    assert names == [m["name"] for m in MODELS]
+    assert len(set(names)) == len(names), "a shared model_name would load-balance instead of failing over"
+
+
+def test_fallbacks_live_in_litellm_settings_and_follow_the_chain():
+    cfg = config()
+    assert "fallbacks" not in cfg["router_settings"]
+    assert cfg["litellm_settings"]["fallbacks"] == [
+        {"default": ["ollama-qwen", "openai-gpt4o"]},
+        {"vllm-qwen": ["ollama-qwen", "openai-gpt4o"]},
+        {"ollama-qwen": ["openai-gpt4o"]},
+    ]
+    assert cfg["router_settings"]["model_group_alias"] == {"default": "vllm-qwen"}
+
+
+def test_parallel_models_never_appear_in_fallbacks():
+    rules = config()["litellm_settings"]["fallbacks"]
+    mentioned = {name for rule in rules for key, targets in rule.items() for name in [key] + targets}
+    assert "groq/llama" not in mentioned and "gemini/flash" not in mentioned
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("vllm-qwen", {"model": "openai/vllm-qwen", "api_base": "http://vllm-api:8000/v1", "api_key": "not-needed",
+                   "timeout": 3, "stream_timeout": 3, "max_retries": 0}),
+    ("ollama-qwen", {"model": "ollama_chat/qwen2.5:3b", "api_base": "http://ollama:11434", "timeout": 120,
+                     "stream_timeout": 120, "max_retries": 0}),
+    ("openai-gpt4o", {"model": "openai/gpt-4o-mini", "api_key": "os.environ/OPENAI_API_KEY", "timeout": 30,
+                      "stream_timeout": 30, "max_retries": 0}),
+    ("vllm-r1", {"model": "openai/vllm-r1", "api_base": "http://vllm-api:8000/v1", "api_key": "not-needed",
+                 "timeout": 60, "stream_timeout": 60, "max_retries": 0, "cooldown_time": 0}),
+    ("gemini/flash", {"model": "gemini/gemini-2.0-flash", "api_key": "os.environ/GEMINI_API_KEY", "timeout": 30,
+                      "stream_timeout": 30, "max_retries": 0}),
+])
+def test_deployment_params(name, expected):
+    assert params(config(), name) == expected
+
+
+def test_no_secret_value_only_environment_references():
+    cfg = config(redis={"password": True}, database=True)
+    assert cfg["general_settings"] == {"master_key": "os.environ/LITELLM_MASTER_KEY",
+                                       "database_url": "os.environ/DATABASE_URL"}
+    assert cfg["router_settings"]["redis_password"] == "os.environ/REDIS_PASSWORD"
+
+
+def test_without_a_database_the_hook_checks_keys():
+    assert config()["general_settings"]["custom_auth"] == "inference_gateway.user_api_key_auth"
+
+
+def test_redis_only_when_asked():
+    assert "redis_host" not in config()["router_settings"]
+    router = config(redis={"password": False})["router_settings"]
+    assert router["redis_host"] == "os.environ/REDIS_HOST" and "redis_password" not in router
+
+
+def test_no_retries_and_a_short_cooldown():
+    cfg = config()
+    assert cfg["litellm_settings"]["num_retries"] == 0
+    assert cfg["router_settings"]["cooldown_time"] == 10 and cfg["router_settings"]["allowed_fails"] == 0
+    assert all(d["litellm_params"]["max_retries"] == 0 for d in cfg["model_list"])
+
+
+def test_callbacks():
+    assert config()["litellm_settings"]["callbacks"] == ["inference_gateway.gateway", "prometheus"]
+    assert config(prometheus=False)["litellm_settings"]["callbacks"] == ["inference_gateway.gateway"]
+
+
+def test_gateway_settings():
+    settings = _litellm_config.build_gateway_settings(MODELS, CHAIN, MODES, SETTINGS)
+    assert settings["models"]["groq/llama"] == {"backend": "groq", "fallbacks": False,
+                                                "quota": {"requests_per_minute": 30, "requests_per_day": 6000}}
+    assert settings["models"]["vllm-r1"] == {"backend": "vllm", "fallbacks": False,
+                                             "api_base": "http://vllm-api:8000/v1"}
+    assert settings["models"]["vllm-qwen"]["fallbacks"] is True
+    assert settings["models"]["openai-gpt4o"]["fallbacks"] is False, "the chain's last tier has nothing after it"
+    assert settings["gpu_modes"] == {"ml": "vllm-qwen", "r1": "vllm-r1", "gaming": None}
+    assert settings["fallback_model"] == "default"
