@@ -33,6 +33,10 @@ class OllamaHandler(FakeHandler):
         self.server.count("GET " + self.path)
         if self.path == "/api/version":
             return self.send_body(200, {"version": "0.13.5"})
+        if self.path == "/v1/models":
+            return self.send_body(200, {"object": "list", "data": [
+                {"id": n, "object": "model", "created": 1700000000, "owned_by": "library"}
+                for n in sorted(self.server.models)]})
         if self.path == "/api/tags":
             models = [{"name": n, "model": n, "size": 1, "digest": "sha256:fake",
                        "modified_at": "2026-01-01T00:00:00Z"} for n in sorted(self.server.models)]
@@ -102,18 +106,33 @@ class OllamaHandler(FakeHandler):
                                 + [json.dumps(event("", True)) + "\n"])
 
     def _openai_chat(self, body):
+        """Ollama's OpenAI-compatible endpoint, plain and streamed (server-sent events)."""
         name = canonical(body.get("model") or "")
         self.server.count("generate:" + name)
         self.server.note_generate()
         missing = self._load(name)
         if missing:
-            return self.send_body(404, {"error": {"message": missing["error"], "type": "api_error", "param": None,
-                                                  "code": None}})
-        return self.send_body(200, {
-            "id": "chatcmpl-1", "object": "chat.completion", "created": 1700000000, "model": body.get("model"),
-            "system_fingerprint": "fp_ollama",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": ANSWER}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 9, "completion_tokens": 5, "total_tokens": 14}})
+            return self.send_body(404, {"error": {
+                "message": 'model "%s" not found, try pulling it first' % body.get("model"), "type": "api_error",
+                "param": None, "code": None}})
+        created, model = int(time.time()), body.get("model")
+        if not body.get("stream"):
+            return self.send_body(200, {
+                "id": "chatcmpl-%d" % created, "object": "chat.completion", "created": created, "model": model,
+                "system_fingerprint": "fp_ollama",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": ANSWER},
+                             "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 9, "completion_tokens": 5, "total_tokens": 14}})
+
+        def chunk(delta, finish=None):
+            return "data: " + json.dumps({"id": "chatcmpl-%d" % created, "object": "chat.completion.chunk",
+                                          "created": created, "model": model, "system_fingerprint": "fp_ollama",
+                                          "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}) + "\n\n"
+
+        words = ANSWER.split()
+        return self.send_stream([chunk({"role": "assistant", "content": w + " "}) for w in words]
+                                + [chunk({"role": "assistant", "content": ""}, "stop"), "data: [DONE]\n\n"],
+                                content_type="text/event-stream")
 
     def _pull(self, name, stream):
         if name not in self.server.registry:

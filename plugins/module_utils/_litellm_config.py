@@ -24,6 +24,7 @@ from __future__ import annotations
 from ansible_collections.homelab.inference.plugins.module_utils import _catalog
 
 HOOK_MODULE = "inference_gateway"
+LOCAL_BACKENDS = _catalog.LOCAL_BACKENDS
 
 
 def _provider_model(entry):
@@ -32,7 +33,9 @@ def _provider_model(entry):
         # vLLM serves the model under its catalog name (--served-model-name).
         return "openai/" + entry["name"]
     if backend == "ollama":
-        return "ollama_chat/" + entry["model"]
+        # Ollama's OpenAI-compatible endpoint: LiteLLM's native ollama_chat
+        # route cost ~8 ms more per request on the real proxy.
+        return "openai/" + entry["model"]
     return "%s/%s" % (backend, entry["model"])
 
 
@@ -41,10 +44,12 @@ def deployment(entry, settings, in_chain):
     backend = entry["backend"]
     params = {"model": _provider_model(entry)}
     api_base = settings["api_bases"].get(backend)
+    if api_base and backend == "ollama":
+        api_base = api_base.rstrip("/") + "/v1"
     if api_base:
         params["api_base"] = api_base
-    if backend == "vllm":
-        params["api_key"] = "not-needed"  # vLLM runs without --api-key; the client library wants a value
+    if backend in LOCAL_BACKENDS:
+        params["api_key"] = "not-needed"  # no key on vLLM or Ollama; the client library wants a value
     elif backend in _catalog.CLOUD_BACKENDS:
         params["api_key"] = "os.environ/" + _catalog.CLOUD_BACKENDS[backend]
     timeout = entry.get("timeout", settings["default_timeout"])

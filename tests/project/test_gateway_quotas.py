@@ -14,7 +14,7 @@ import os
 import pytest
 import yaml
 
-from gateway import Gateway, RedisServer, Upstreams, render_gateway
+from lab.gateway_rig import Gateway, RedisServer, Upstreams, render_gateway
 from helpers import ROOT
 
 WINDOW, MAX_WAIT = 2, 3

@@ -54,8 +54,8 @@ def test_parallel_models_never_appear_in_fallbacks():
 @pytest.mark.parametrize("name, expected", [
     ("vllm-qwen", {"model": "openai/vllm-qwen", "api_base": "http://vllm-api:8000/v1", "api_key": "not-needed",
                    "timeout": 3, "stream_timeout": 3, "max_retries": 0}),
-    ("ollama-qwen", {"model": "ollama_chat/qwen2.5:3b", "api_base": "http://ollama:11434", "timeout": 120,
-                     "stream_timeout": 120, "max_retries": 0}),
+    ("ollama-qwen", {"model": "openai/qwen2.5:3b", "api_base": "http://ollama:11434/v1", "api_key": "not-needed",
+                     "timeout": 120, "stream_timeout": 120, "max_retries": 0}),
     ("openai-gpt4o", {"model": "openai/gpt-4o-mini", "api_key": "os.environ/OPENAI_API_KEY", "timeout": 30,
                       "stream_timeout": 30, "max_retries": 0}),
     ("vllm-r1", {"model": "openai/vllm-r1", "api_base": "http://vllm-api:8000/v1", "api_key": "not-needed",

@@ -1,8 +1,8 @@
-"""Helpers for the gateway tests: the REAL LiteLLM proxy on the config the
-litellm role renders, in front of FAKE upstreams on loopback.
+"""A rig for the gateway tests and benchmarks: the REAL LiteLLM proxy on the
+config the litellm role renders, in front of FAKE upstreams on loopback.
 
-The only test-side change to the rendered config is where the upstreams are
-(``litellm_api_bases``), plus the catalog values a test states itself."""
+The only change to the rendered config is where the upstreams are
+(``litellm_api_bases``), plus the catalog values a caller states itself."""
 
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ import urllib.request
 
 import yaml
 
-from helpers import ansible_playbook
-from lab.fakes.gemini import FakeGemini
-from lab.fakes.ollama import FakeOllama
-from lab.fakes.openai_compat import FakeChatServer
-from lab.litellm_proxy import LiteLLMProxy
+from .fakes.gemini import FakeGemini
+from .fakes.ollama import FakeOllama
+from .fakes.openai_compat import FakeChatServer
+from .litellm_proxy import LiteLLMProxy
+from .playbook import ansible_playbook
 
 MASTER_KEY = "sk-test-master-0123456789"
 PROVIDER_KEYS = {"openai": "sk-test-openai", "groq": "gsk-test-groq", "gemini": "test-gemini",
@@ -39,9 +39,9 @@ def free_port():
 class Upstreams:
     """One FAKE per backend, each on its own loopback port."""
 
-    def __init__(self):
+    def __init__(self, vllm_models=("vllm-qwen",)):
         self.vllm_port = free_port()
-        self.vllm = FakeChatServer(("127.0.0.1", self.vllm_port), "vllm", ["vllm-qwen"]).start()
+        self.vllm = FakeChatServer(("127.0.0.1", self.vllm_port), "vllm", list(vllm_models)).start()
         self.ollama = FakeOllama(models=["qwen2.5:3b", "llama3.2:1b"]).start()
         self.openai = FakeChatServer(flavour="openai", models=["gpt-4o-mini"]).start()
         self.groq = FakeChatServer(flavour="groq", models=["llama-3.3-70b-versatile", "mixtral-8x7b-32768"]).start()

@@ -1,0 +1,281 @@
+#!/usr/bin/env python3
+"""Gateway benchmark: the LiteLLM config the litellm role renders and the
+reference system's config, side by side in ONE run, on the REAL proxy (the
+pinned litellm), in front of the same FAKE upstreams on loopback.
+
+Measured for each config:
+- proxy overhead: latency through the proxy minus latency straight to the
+  FAKE vLLM (p50, p99), sequential and with 16 concurrent clients;
+- failover with vLLM refusing connections, and with vLLM accepting but never
+  answering: the first request, then the steady state;
+- failed client requests while vLLM is killed in the middle of 1,000 requests
+  at concurrency 16.
+Both proxies are warmed first (a request to every tier), as a readiness
+warm-up would.
+
+Usage: python benchmarks/gateway.py [--out benchmarks/results/gateway.json] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import datetime
+import http.client
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from lab.gateway_rig import MASTER_KEY, PROVIDER_KEYS, Gateway, Upstreams, render_gateway  # noqa: E402
+
+# The reference system serves vLLM's model under its Hugging Face id; vLLM can
+# answer to several names (--served-model-name), so one FAKE serves both.
+REFERENCE_VLLM_MODEL = "Qwen/Qwen2.5-7B-Instruct-AWQ"
+REQUEST = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}
+
+
+def reference_config(upstreams):
+    """The hand-built system's LiteLLM config (its stories and README), pointed at the same fakes."""
+    bases = upstreams.api_bases
+    return {
+        "model_list": [
+            {"model_name": "vllm-qwen", "litellm_params": {"model": "openai/" + REFERENCE_VLLM_MODEL,
+                                                           "api_base": bases["vllm"], "api_key": "sk-none",
+                                                           "timeout": 3}},
+            {"model_name": "ollama-qwen", "litellm_params": {"model": "ollama/qwen2.5:3b",
+                                                             "api_base": bases["ollama"], "timeout": 120}},
+            {"model_name": "openai-gpt4o", "litellm_params": {"model": "openai/gpt-4o-mini",
+                                                              "api_base": bases["openai"],
+                                                              "api_key": "os.environ/OPENAI_API_KEY", "timeout": 30}},
+        ],
+        "litellm_settings": {"fallbacks": [{"vllm-qwen": ["ollama-qwen"]}, {"ollama-qwen": ["openai-gpt4o"]}]},
+        "router_settings": {"routing_strategy": "simple-shuffle", "num_retries": 2, "timeout": 30},
+        "general_settings": {"master_key": "os.environ/LITELLM_MASTER_KEY"},
+    }
+
+
+class Client:
+    """Keep-alive HTTP client, one connection per thread."""
+
+    def __init__(self, port, path, headers=None):
+        self.port, self.path, self.headers = port, path, dict(headers or {}, **{"Content-Type": "application/json"})
+        self.local = threading.local()
+
+    def post(self, body):
+        """(status, seconds, parsed body or None)."""
+        data = json.dumps(body)
+        for attempt in (1, 2):
+            conn = getattr(self.local, "conn", None)
+            if conn is None:
+                conn = self.local.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=300)
+            began = time.perf_counter()
+            try:
+                conn.request("POST", self.path, data, self.headers)
+                response = conn.getresponse()
+                payload = response.read()
+                seconds = time.perf_counter() - began
+                try:
+                    return response.status, seconds, json.loads(payload)
+                except ValueError:
+                    return response.status, seconds, None
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                self.local.conn = None
+                if attempt == 2:
+                    return 0, time.perf_counter() - began, None
+        return 0, 0.0, None
+
+
+def percentile(values, share):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(share * (len(ordered) - 1))))]
+
+
+def summary(values):
+    return {"n": len(values), "p50_ms": round(percentile(values, 0.5) * 1000, 2),
+            "p99_ms": round(percentile(values, 0.99) * 1000, 2), "max_ms": round(max(values) * 1000, 2)}
+
+
+def run_load(client, model, total, concurrency, on_progress=None):
+    """Latencies of successful requests and the count of failed ones."""
+    latencies, failures, done = [], [], [0]
+    lock = threading.Lock()
+
+    def one(_):
+        status, seconds, body = client.post(dict(REQUEST, model=model))
+        with lock:
+            done[0] += 1
+            (latencies.append(seconds) if status == 200 else failures.append(status))
+            count = done[0]
+        if on_progress:
+            on_progress(count)
+
+    with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(one, range(total)))
+    return latencies, failures
+
+
+def overhead(direct, proxied):
+    return {"direct": summary(direct), "proxied": summary(proxied),
+            "overhead_p50_ms": round((percentile(proxied, 0.5) - percentile(direct, 0.5)) * 1000, 2),
+            "overhead_p99_ms": round((percentile(proxied, 0.99) - percentile(direct, 0.99)) * 1000, 2)}
+
+
+def served_by_vllm(client, upstreams, model, timeout=60):
+    """Wait until a request for ``model`` reaches vLLM again (a cooldown has run out)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = upstreams.vllm.hits.get("chat", 0)
+        client.post(dict(REQUEST, model=model))
+        if upstreams.vllm.hits.get("chat", 0) > before:
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def failover(client, upstreams, fault, steady_samples):
+    if fault == "refuse":
+        upstreams.vllm.stop()
+    else:
+        upstreams.vllm.behaviour = "hang"
+    status, first, body = client.post(dict(REQUEST, model="vllm-qwen"))
+    steady = []
+    statuses = [status]
+    for _ in range(steady_samples):
+        status, seconds, _ = client.post(dict(REQUEST, model="vllm-qwen"))
+        statuses.append(status)
+        steady.append(seconds)
+    if fault == "refuse":
+        upstreams.restart_vllm(models=["vllm-qwen", REFERENCE_VLLM_MODEL])
+    else:
+        upstreams.vllm.reset()
+    return {"first_request_ms": round(first * 1000, 1), "steady": summary(steady),
+            "answered_by_fallback": body is not None and "Ollama" in json.dumps(body),
+            "non_200": len([s for s in statuses if s != 200])}
+
+
+def kill_during_load(client, upstreams, total=1000, concurrency=16):
+    kill_at = total * 3 // 10
+    killed = threading.Event()
+
+    def progress(count):
+        if count >= kill_at and not killed.is_set():
+            killed.set()
+            upstreams.vllm.stop()
+
+    began = time.perf_counter()
+    latencies, failures = run_load(client, "vllm-qwen", total, concurrency, progress)
+    elapsed = time.perf_counter() - began
+    upstreams.restart_vllm(models=["vllm-qwen", REFERENCE_VLLM_MODEL])
+    return {"requests": total, "concurrency": concurrency, "killed_after": kill_at, "failed": len(failures),
+            "failed_statuses": sorted(set(failures)), "latency": summary(latencies), "seconds": round(elapsed, 1)}
+
+
+def measure(name, gateway, upstreams, args):
+    print("[%s] warming up" % name, file=sys.stderr)
+    client = Client(gateway.proxy.port, "/v1/chat/completions", {"Authorization": "Bearer " + MASTER_KEY})
+    for model in ("vllm-qwen", "ollama-qwen", "openai-gpt4o"):
+        for _ in range(5):
+            client.post(dict(REQUEST, model=model))
+    direct = Client(upstreams.vllm_port, "/v1/chat/completions")
+    result = {"proxy_started_in_s": round(gateway.proxy.started_in, 1)}
+
+    print("[%s] overhead" % name, file=sys.stderr)
+    n = args.sequential
+    direct_seq, _ = run_load(direct, "vllm-qwen", n, 1)
+    proxied_seq, _ = run_load(client, "vllm-qwen", n, 1)
+    direct_par, _ = run_load(direct, "vllm-qwen", args.concurrent, 16)
+    proxied_par, _ = run_load(client, "vllm-qwen", args.concurrent, 16)
+    result["overhead_sequential"] = overhead(direct_seq, proxied_seq)
+    result["overhead_concurrency_16"] = overhead(direct_par, proxied_par)
+
+    print("[%s] failover, vLLM refusing" % name, file=sys.stderr)
+    result["failover_refusing"] = failover(client, upstreams, "refuse", args.steady)
+    result["recovered_after_refusing"] = served_by_vllm(client, upstreams, "vllm-qwen")
+    print("[%s] failover, vLLM hanging" % name, file=sys.stderr)
+    result["failover_hanging"] = failover(client, upstreams, "hang", args.hang_steady)
+    result["recovered_after_hanging"] = served_by_vllm(client, upstreams, "vllm-qwen")
+    print("[%s] vLLM killed under load" % name, file=sys.stderr)
+    result["kill_under_load"] = kill_during_load(client, upstreams, total=args.kill_total)
+    served_by_vllm(client, upstreams, "vllm-qwen")
+    return result
+
+
+def verdicts(ours, reference, vllm_timeout):
+    normal = ours["overhead_sequential"]["proxied"]["p50_ms"]
+    return {
+        "first_failover_refusing_le_100ms": ours["failover_refusing"]["first_request_ms"] <= 100,
+        "first_failover_hanging_le_timeout_plus_300ms":
+            ours["failover_hanging"]["first_request_ms"] <= vllm_timeout * 1000 + 300,
+        "steady_refusing_le_normal_plus_10ms": ours["failover_refusing"]["steady"]["p50_ms"] <= normal + 10,
+        "steady_hanging_le_normal_plus_10ms": ours["failover_hanging"]["steady"]["p50_ms"] <= normal + 10,
+        "zero_failed_through_kill": ours["kill_under_load"]["failed"] == 0,
+        "overhead_p50_no_worse_than_reference":
+            ours["overhead_sequential"]["overhead_p50_ms"] <= reference["overhead_sequential"]["overhead_p50_ms"],
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "gateway.json"))
+    parser.add_argument("--quick", action="store_true", help="fewer samples (a smoke run)")
+    args = parser.parse_args()
+    args.sequential, args.concurrent, args.steady, args.hang_steady, args.kill_total = (
+        (50, 160, 10, 3, 200) if args.quick else (500, 1600, 50, 10, 1000))
+
+    upstreams = Upstreams(vllm_models=("vllm-qwen", REFERENCE_VLLM_MODEL))
+    workdir = tempfile.mkdtemp(prefix="gateway-bench-")
+    results = {}
+    try:
+        config_dir, env, _ = render_gateway(os.path.join(workdir, "rendered"), upstreams)
+        with open(os.path.join(config_dir, "config.yaml")) as handle:
+            vllm_timeout = next(d["litellm_params"]["timeout"] for d in yaml.safe_load(handle)["model_list"]
+                                if d["model_name"] == "vllm-qwen")
+        reference_dir = os.path.join(workdir, "reference")
+        os.makedirs(reference_dir)
+        with open(os.path.join(reference_dir, "config.yaml"), "w") as handle:
+            yaml.safe_dump(reference_config(upstreams), handle, sort_keys=False)
+        reference_env = {"LITELLM_MASTER_KEY": MASTER_KEY, "OPENAI_API_KEY": PROVIDER_KEYS["openai"]}
+        for name, directory, environment in (("rendered", config_dir, env),
+                                             ("reference", reference_dir, reference_env)):
+            gateway = Gateway(directory, environment).start()
+            try:
+                results[name] = measure(name, gateway, upstreams, args)
+            finally:
+                gateway.stop()
+    finally:
+        upstreams.stop()
+
+    from importlib.metadata import version
+    report = {
+        "benchmark": "gateway",
+        "generated_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+        "litellm": version("litellm"),
+        "quick": args.quick,
+        "vllm_timeout_s": vllm_timeout,
+        "configs": results,
+        "targets": {"first_failover_refusing_ms": 100, "first_failover_hanging_ms": vllm_timeout * 1000 + 300,
+                    "steady_state_over_normal_ms": 10, "failed_requests_through_kill": 0},
+        "verdicts": verdicts(results["rendered"], results["reference"], vllm_timeout),
+    }
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as handle:
+        json.dump(report, handle, indent=2)
+        handle.write("\n")
+    json.dump(report, sys.stdout, indent=2)
+    print()
+
+
+if __name__ == "__main__":
+    main()
