@@ -5,12 +5,17 @@ pinned litellm), in front of the same FAKE upstreams on loopback.
 
 Measured for each config:
 - proxy overhead: latency through the proxy minus latency straight to the
-  FAKE vLLM (p50, p99), sequential and with 16 concurrent clients;
+  FAKE vLLM (p50, p99), sequential and with 16 concurrent clients; both
+  proxies run at once and are measured in alternating rounds, so that they
+  share the machine's conditions;
 - failover with vLLM refusing connections, and with vLLM accepting but never
-  answering: the first request, then the steady state;
+  answering: the first request, then the steady state (and, for comparison,
+  the fallback tier asked directly through the same proxy);
 - failed client requests while vLLM is killed in the middle of 1,000 requests
-  at concurrency 16.
-Both proxies are warmed first (a request to every tier), as a readiness
+  at concurrency 16;
+- how long a failing parallel model takes to return its error, and how long
+  a vLLM model the GPU mode does not load takes to be refused.
+Both proxies are warmed first (requests to every tier), as a readiness
 warm-up would.
 
 Usage: python benchmarks/gateway.py [--out benchmarks/results/gateway.json] [--quick]
@@ -57,6 +62,12 @@ def reference_config(upstreams):
             {"model_name": "openai-gpt4o", "litellm_params": {"model": "openai/gpt-4o-mini",
                                                               "api_base": bases["openai"],
                                                               "api_key": "os.environ/OPENAI_API_KEY", "timeout": 30}},
+            {"model_name": "vllm-r1", "litellm_params": {"model": "openai/casperhansen/deepseek-r1-distill-qwen-7b-awq",
+                                                         "api_base": bases["vllm"], "api_key": "sk-none",
+                                                         "timeout": 60}},
+            {"model_name": "groq/llama-3.3-70b-versatile", "litellm_params": {
+                "model": "groq/llama-3.3-70b-versatile", "api_base": bases["groq"],
+                "api_key": "os.environ/GROQ_API_KEY"}},
         ],
         "litellm_settings": {"fallbacks": [{"vllm-qwen": ["ollama-qwen"]}, {"ollama-qwen": ["openai-gpt4o"]}]},
         "router_settings": {"routing_strategy": "simple-shuffle", "num_retries": 2, "timeout": 30},
@@ -181,30 +192,53 @@ def kill_during_load(client, upstreams, total=1000, concurrency=16):
             "failed_statuses": sorted(set(failures)), "latency": summary(latencies), "seconds": round(elapsed, 1)}
 
 
-def measure(name, gateway, upstreams, args):
-    print("[%s] warming up" % name, file=sys.stderr)
-    client = Client(gateway.proxy.port, "/v1/chat/completions", {"Authorization": "Bearer " + MASTER_KEY})
-    for model in ("vllm-qwen", "ollama-qwen", "openai-gpt4o"):
+def client_for(gateway):
+    return Client(gateway.proxy.port, "/v1/chat/completions", {"Authorization": "Bearer " + MASTER_KEY})
+
+
+def warm(client):
+    for model in ("vllm-qwen", "ollama-qwen", "openai-gpt4o", "groq/llama-3.3-70b-versatile"):
         for _ in range(5):
             client.post(dict(REQUEST, model=model))
+
+
+def measure_overheads(clients, upstreams, args):
+    """Overhead of every proxy, in alternating rounds against the same FAKE vLLM."""
     direct = Client(upstreams.vllm_port, "/v1/chat/completions")
-    result = {"proxy_started_in_s": round(gateway.proxy.started_in, 1)}
+    samples = {name: {"seq": [], "c16": []} for name in clients}
+    samples["direct"] = {"seq": [], "c16": []}
+    rounds = args.rounds
+    for number in range(rounds):
+        print("overhead, round %d of %d" % (number + 1, rounds), file=sys.stderr)
+        for name, client in [("direct", direct)] + list(clients.items()):
+            samples[name]["seq"] += run_load(client, "vllm-qwen", args.sequential // rounds, 1)[0]
+            samples[name]["c16"] += run_load(client, "vllm-qwen", args.concurrent // rounds, 16)[0]
+    return {name: {"overhead_sequential": overhead(samples["direct"]["seq"], samples[name]["seq"]),
+                   "overhead_concurrency_16": overhead(samples["direct"]["c16"], samples[name]["c16"])}
+            for name in clients}
 
-    print("[%s] overhead" % name, file=sys.stderr)
-    n = args.sequential
-    direct_seq, _ = run_load(direct, "vllm-qwen", n, 1)
-    proxied_seq, _ = run_load(client, "vllm-qwen", n, 1)
-    direct_par, _ = run_load(direct, "vllm-qwen", args.concurrent, 16)
-    proxied_par, _ = run_load(client, "vllm-qwen", args.concurrent, 16)
-    result["overhead_sequential"] = overhead(direct_seq, proxied_seq)
-    result["overhead_concurrency_16"] = overhead(direct_par, proxied_par)
 
+def timed_error(client, model):
+    status, seconds, body = client.post(dict(REQUEST, model=model))
+    message = ((body or {}).get("error") or {}).get("message", "") if isinstance(body, dict) else ""
+    return {"status": status, "ms": round(seconds * 1000, 1), "message": message[:160]}
+
+
+def measure_faults(name, client, upstreams, args):
+    result = {}
+    result["fallback_tier_direct"] = summary(run_load(client, "ollama-qwen", args.steady, 1)[0])
     print("[%s] failover, vLLM refusing" % name, file=sys.stderr)
     result["failover_refusing"] = failover(client, upstreams, "refuse", args.steady)
     result["recovered_after_refusing"] = served_by_vllm(client, upstreams, "vllm-qwen")
     print("[%s] failover, vLLM hanging" % name, file=sys.stderr)
     result["failover_hanging"] = failover(client, upstreams, "hang", args.hang_steady)
     result["recovered_after_hanging"] = served_by_vllm(client, upstreams, "vllm-qwen")
+    print("[%s] parallel model failing" % name, file=sys.stderr)
+    upstreams.groq.behaviour = "error"
+    result["parallel_model_failing"] = timed_error(client, "groq/llama-3.3-70b-versatile")
+    upstreams.groq.behaviour = "ok"
+    print("[%s] r1 model asked in ml mode" % name, file=sys.stderr)
+    result["mode_mismatch"] = [timed_error(client, "vllm-r1") for _ in range(2)]
     print("[%s] vLLM killed under load" % name, file=sys.stderr)
     result["kill_under_load"] = kill_during_load(client, upstreams, total=args.kill_total)
     served_by_vllm(client, upstreams, "vllm-qwen")
@@ -214,11 +248,15 @@ def measure(name, gateway, upstreams, args):
 def verdicts(ours, reference, vllm_timeout):
     normal = ours["overhead_sequential"]["proxied"]["p50_ms"]
     return {
+        "parallel_model_error_le_5s": ours["parallel_model_failing"]["ms"] <= 5000,
+        "mode_mismatch_error_le_1s": all(e["status"] == 404 and e["ms"] <= 1000 for e in ours["mode_mismatch"]),
         "first_failover_refusing_le_100ms": ours["failover_refusing"]["first_request_ms"] <= 100,
         "first_failover_hanging_le_timeout_plus_300ms":
             ours["failover_hanging"]["first_request_ms"] <= vllm_timeout * 1000 + 300,
         "steady_refusing_le_normal_plus_10ms": ours["failover_refusing"]["steady"]["p50_ms"] <= normal + 10,
         "steady_hanging_le_normal_plus_10ms": ours["failover_hanging"]["steady"]["p50_ms"] <= normal + 10,
+        "overhead_c16_p50_no_worse_than_reference":
+            ours["overhead_concurrency_16"]["overhead_p50_ms"] <= reference["overhead_concurrency_16"]["overhead_p50_ms"],
         "zero_failed_through_kill": ours["kill_under_load"]["failed"] == 0,
         "overhead_p50_no_worse_than_reference":
             ours["overhead_sequential"]["overhead_p50_ms"] <= reference["overhead_sequential"]["overhead_p50_ms"],
@@ -230,8 +268,8 @@ def main():
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "gateway.json"))
     parser.add_argument("--quick", action="store_true", help="fewer samples (a smoke run)")
     args = parser.parse_args()
-    args.sequential, args.concurrent, args.steady, args.hang_steady, args.kill_total = (
-        (50, 160, 10, 3, 200) if args.quick else (500, 1600, 50, 10, 1000))
+    args.sequential, args.concurrent, args.steady, args.hang_steady, args.kill_total, args.rounds = (
+        (50, 160, 10, 3, 200, 2) if args.quick else (500, 1600, 50, 10, 1000, 5))
 
     upstreams = Upstreams(vllm_models=("vllm-qwen", REFERENCE_VLLM_MODEL))
     workdir = tempfile.mkdtemp(prefix="gateway-bench-")
@@ -245,13 +283,20 @@ def main():
         os.makedirs(reference_dir)
         with open(os.path.join(reference_dir, "config.yaml"), "w") as handle:
             yaml.safe_dump(reference_config(upstreams), handle, sort_keys=False)
-        reference_env = {"LITELLM_MASTER_KEY": MASTER_KEY, "OPENAI_API_KEY": PROVIDER_KEYS["openai"]}
-        for name, directory, environment in (("rendered", config_dir, env),
-                                             ("reference", reference_dir, reference_env)):
-            gateway = Gateway(directory, environment).start()
-            try:
-                results[name] = measure(name, gateway, upstreams, args)
-            finally:
+        reference_env = {"LITELLM_MASTER_KEY": MASTER_KEY, "OPENAI_API_KEY": PROVIDER_KEYS["openai"],
+                         "GROQ_API_KEY": PROVIDER_KEYS["groq"]}
+        gateways = {"rendered": Gateway(config_dir, env).start(),
+                    "reference": Gateway(reference_dir, reference_env).start()}
+        try:
+            clients = {name: client_for(gateway) for name, gateway in gateways.items()}
+            for client in clients.values():
+                warm(client)
+            results = measure_overheads(clients, upstreams, args)
+            for name, client in clients.items():
+                results[name]["proxy_started_in_s"] = round(gateways[name].proxy.started_in, 1)
+                results[name].update(measure_faults(name, client, upstreams, args))
+        finally:
+            for gateway in gateways.values():
                 gateway.stop()
     finally:
         upstreams.stop()

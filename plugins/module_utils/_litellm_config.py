@@ -14,9 +14,10 @@ see roles/litellm/README.md):
 - a cooldown takes a failing tier out of rotation, so during an outage
   requests go straight to the next tier; it is short, so a tier that comes
   back (a GPU mode switch) is used again soon;
-- vLLM models outside the chain get no cooldown: right after a switch to
-  their mode they must answer, and while their mode is off the hook answers
-  with a clear error at once anyway.
+- a model with nothing to fall back to (a parallel model, the chain's last
+  tier, a vLLM model outside the chain) gets no cooldown: a cooldown would
+  only replace its own error with "No deployments available" (429), and keep
+  a vLLM model refused for a while after a switch to its mode.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ def _provider_model(entry):
     return "%s/%s" % (backend, entry["model"])
 
 
-def deployment(entry, settings, in_chain):
-    """One model_list entry."""
+def deployment(entry, settings, falls_back):
+    """One model_list entry; ``falls_back``: a tier with a next tier after it."""
     backend = entry["backend"]
     params = {"model": _provider_model(entry)}
     api_base = settings["api_bases"].get(backend)
@@ -54,7 +55,7 @@ def deployment(entry, settings, in_chain):
         params["api_key"] = "os.environ/" + _catalog.CLOUD_BACKENDS[backend]
     timeout = entry.get("timeout", settings["default_timeout"])
     params.update(timeout=timeout, stream_timeout=timeout, max_retries=0)
-    if backend == "vllm" and not in_chain:
+    if not falls_back:
         params["cooldown_time"] = 0
     return {"model_name": entry["name"], "litellm_params": params}
 
@@ -67,7 +68,7 @@ def fallbacks(chain):
 
 def build_config(models, chain, settings):
     """The whole config.yaml as a dict."""
-    model_list = [deployment(entry, settings, entry["name"] in chain) for entry in models]
+    model_list = [deployment(entry, settings, entry["name"] in chain[:-1]) for entry in models]
     litellm_settings = {
         "num_retries": 0,
         "request_timeout": max(entry.get("timeout", settings["default_timeout"]) for entry in models),

@@ -160,3 +160,21 @@ def test_two_replicas_share_one_quota_through_redis(tmp_path, upstreams, redis):
     finally:
         first.stop()
         second.stop()
+
+
+def test_two_replicas_share_cooldowns_through_redis(tmp_path, upstreams, redis):
+    """A tier that one replica found dead is skipped by the other too."""
+    first = start_gateway(tmp_path / "a", upstreams, redis=redis)
+    second = Gateway(first.proxy.config_dir, first.proxy.env).start()
+    try:
+        upstreams.vllm.reset(behaviour="hang")
+        status, answer, _, _ = first.chat("vllm-qwen")
+        assert status == 200 and answer["choices"][0]["message"]["content"] == "Hello from the fake Ollama model."
+        assert upstreams.vllm.hits.get("chat") == 1
+        status, answer, _, _ = second.chat("vllm-qwen")
+        assert status == 200 and answer["choices"][0]["message"]["content"] == "Hello from the fake Ollama model."
+        assert upstreams.vllm.hits.get("chat") == 1, "the second replica must not try the hanging tier again"
+    finally:
+        upstreams.vllm.reset()
+        first.stop()
+        second.stop()

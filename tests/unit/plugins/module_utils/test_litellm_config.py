@@ -57,11 +57,11 @@ def test_parallel_models_never_appear_in_fallbacks():
     ("ollama-qwen", {"model": "openai/qwen2.5:3b", "api_base": "http://ollama:11434/v1", "api_key": "not-needed",
                      "timeout": 120, "stream_timeout": 120, "max_retries": 0}),
     ("openai-gpt4o", {"model": "openai/gpt-4o-mini", "api_key": "os.environ/OPENAI_API_KEY", "timeout": 30,
-                      "stream_timeout": 30, "max_retries": 0}),
+                      "stream_timeout": 30, "max_retries": 0, "cooldown_time": 0}),
     ("vllm-r1", {"model": "openai/vllm-r1", "api_base": "http://vllm-api:8000/v1", "api_key": "not-needed",
                  "timeout": 60, "stream_timeout": 60, "max_retries": 0, "cooldown_time": 0}),
     ("gemini/flash", {"model": "gemini/gemini-2.0-flash", "api_key": "os.environ/GEMINI_API_KEY", "timeout": 30,
-                      "stream_timeout": 30, "max_retries": 0}),
+                      "stream_timeout": 30, "max_retries": 0, "cooldown_time": 0}),
 ])
 def test_deployment_params(name, expected):
     assert params(config(), name) == expected
@@ -82,6 +82,11 @@ def test_redis_only_when_asked():
     assert "redis_host" not in config()["router_settings"]
     router = config(redis={"password": False})["router_settings"]
     assert router["redis_host"] == "os.environ/REDIS_HOST" and "redis_password" not in router
+
+
+def test_only_tiers_with_a_next_tier_cool_down():
+    cooling = [d["model_name"] for d in config()["model_list"] if d["litellm_params"].get("cooldown_time") != 0]
+    assert cooling == ["vllm-qwen", "ollama-qwen"]
 
 
 def test_no_retries_and_a_short_cooldown():
