@@ -18,7 +18,7 @@ sanity:
 	./scripts/sanity.sh
 
 pytest: system-deps
-	pytest -q tests/unit tests/project
+	pytest -q -n auto tests/unit tests/project
 
 system-deps:
 	./scripts/system-deps.sh

@@ -69,7 +69,8 @@ def reference_config(upstreams):
                 "model": "groq/llama-3.3-70b-versatile", "api_base": bases["groq"],
                 "api_key": "os.environ/GROQ_API_KEY"}},
         ],
-        "litellm_settings": {"fallbacks": [{"vllm-qwen": ["ollama-qwen"]}, {"ollama-qwen": ["openai-gpt4o"]}]},
+        "litellm_settings": {"fallbacks": [{"vllm-qwen": ["ollama-qwen"]}, {"ollama-qwen": ["openai-gpt4o"]}],
+                             "callbacks": ["prometheus"]},
         "router_settings": {"routing_strategy": "simple-shuffle", "num_retries": 2, "timeout": 30},
         "general_settings": {"master_key": "os.environ/LITELLM_MASTER_KEY"},
     }
@@ -269,7 +270,7 @@ def main():
     parser.add_argument("--quick", action="store_true", help="fewer samples (a smoke run)")
     args = parser.parse_args()
     args.sequential, args.concurrent, args.steady, args.hang_steady, args.kill_total, args.rounds = (
-        (50, 160, 10, 3, 200, 2) if args.quick else (500, 1600, 50, 10, 1000, 5))
+        (50, 160, 10, 3, 200, 2) if args.quick else (1000, 1600, 50, 10, 1000, 10))
 
     upstreams = Upstreams(vllm_models=("vllm-qwen", REFERENCE_VLLM_MODEL))
     workdir = tempfile.mkdtemp(prefix="gateway-bench-")

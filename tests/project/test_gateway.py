@@ -83,13 +83,17 @@ def test_vllm_up_serves_the_chain(gateway, upstreams, stream):
 def test_vllm_refusing_falls_back_to_ollama(gateway, upstreams, stream):
     upstreams.vllm.stop()
     for model in ("vllm-qwen", "default", "vllm-qwen"):
-        status, answer, _, _ = gateway.chat(model, stream=stream)
+        status, answer, headers, _ = gateway.chat(model, stream=stream)
         assert status == 200, answer
+        assert headers["x-litellm-model-group"] == "ollama-qwen", "clients can tell which tier answered"
         text = streamed_text(answer) if stream else answer["choices"][0]["message"]["content"]
         assert text.strip() == "Hello from the fake Ollama model."
         if stream:
             assert answer[-1] == "[DONE]"
     assert upstreams.chat_hits() == only(ollama=3)
+    # The metric the LiteLLMFallbacksFiring alert watches exists on the pinned version.
+    metrics = gateway.request("GET", "/metrics/", key=None)[2]
+    assert "litellm_deployment_successful_fallbacks_total{" in metrics
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
