@@ -12,10 +12,6 @@ def catalog_errors(models, chain, modes, default_mode):
     return _catalog.catalog_errors(models, chain, modes, default_mode)
 
 
-def vllm_args(models, name, common_args):
-    return _catalog.vllm_args(_catalog.model_by_name(models, name), common_args)
-
-
 def models_of_backend(models, backend):
     return [entry for entry in models if entry["backend"] == backend]
 
@@ -28,6 +24,11 @@ def modes_serving(models, modes):
     }
 
 
+def gpu_mode_table(models, modes, common_args, port):
+    """Each GPU mode's vLLM model and container args (shared with the gpu_mode module)."""
+    return _gpu_mode.mode_table(models, modes, common_args, port)
+
+
 def gpu_mode_of(deployment, modes):
     """The GPU mode a vLLM Deployment is in ('' when none can be told)."""
     return _gpu_mode.mode_of_deployment(deployment, modes) or ""
@@ -37,8 +38,8 @@ class FilterModule:
     def filters(self):
         return {
             "catalog_errors": catalog_errors,
-            "vllm_args": vllm_args,
             "models_of_backend": models_of_backend,
             "modes_serving": modes_serving,
             "gpu_mode_of": gpu_mode_of,
+            "gpu_mode_table": gpu_mode_table,
         }

@@ -1,20 +1,67 @@
 # -*- coding: utf-8 -*-
 # Copyright: homelab.inference contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""GPU modes: how a vLLM Deployment says which mode it is in. Pure functions."""
+"""GPU modes: how the vLLM Deployment says which mode it is in, what a switch
+changes, how a rollout is going, who holds the lock. Pure functions, so every
+decision of homelab.inference.gpu_mode can be unit-tested without a cluster."""
 
 from __future__ import annotations
 
+import copy
+import datetime
+import json
+
+from ansible_collections.homelab.inference.plugins.module_utils import _catalog
+
 MODE_LABEL = "homelab.inference/gpu-mode"
 MODEL_ANNOTATION = "homelab.inference/model"
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+GPU_RESOURCE = "nvidia.com/gpu"
+
+# Container states that will not get better by waiting.
+FATAL_WAITING = ("CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "InvalidImageName",
+                 "CreateContainerConfigError", "CreateContainerError", "RunContainerError")
 
 
-def served_model_name(deployment):
-    """The ``--served-model-name`` of the Deployment's first container, or None."""
+# -- the mode table -------------------------------------------------------------
+
+def mode_table(models, modes, common_args, port):
+    """Every mode's vLLM model and container args, as the vllm role renders them.
+
+    A GPU-free mode has no model and no args of its own (the Deployment keeps
+    the args it has, at 0 replicas).
+    """
+    table = {}
+    for name, mode in modes.items():
+        served = mode.get("vllm_model")
+        args = None
+        if served:
+            args = _catalog.vllm_args(_catalog.model_by_name(models, served), common_args) + ["--port", str(port)]
+        table[name] = {"vllm_model": served, "args": args}
+    return table
+
+
+def first_model_mode(table):
+    """The first mode that loads a model (its args stand in for a GPU-free fresh install)."""
+    return next(name for name, mode in table.items() if mode.get("vllm_model"))
+
+
+# -- reading a Deployment -------------------------------------------------------
+
+def _container(deployment, name=None):
     try:
-        args = deployment["spec"]["template"]["spec"]["containers"][0].get("args") or []
-    except (KeyError, IndexError, TypeError):
+        containers = deployment["spec"]["template"]["spec"]["containers"]
+    except (KeyError, TypeError):
         return None
+    for container in containers or []:
+        if name is None or container.get("name") == name:
+            return container
+    return None
+
+
+def served_model_name(deployment, container=None):
+    """The ``--served-model-name`` of the vLLM container, or None."""
+    args = ((_container(deployment, container) or {}).get("args")) or []
     for index, arg in enumerate(args):
         if arg == "--served-model-name" and index + 1 < len(args):
             return args[index + 1]
@@ -23,7 +70,7 @@ def served_model_name(deployment):
     return None
 
 
-def mode_of_deployment(deployment, modes):
+def mode_of_deployment(deployment, modes, container=None):
     """The GPU mode a vLLM Deployment is in, or None when it cannot be told.
 
     0 replicas means the GPU is released (the first GPU-free mode); otherwise the
@@ -36,9 +83,188 @@ def mode_of_deployment(deployment, modes):
     free_modes = [name for name, mode in modes.items() if not mode.get("vllm_model")]
     if spec.get("replicas", 1) == 0:
         return free_modes[0] if free_modes else None
-    served = served_model_name(deployment)
+    served = served_model_name(deployment, container)
     label = ((deployment.get("metadata") or {}).get("labels") or {}).get(MODE_LABEL)
     if label in modes and modes[label].get("vllm_model") == served:
         return label
     matches = [name for name, mode in modes.items() if served and mode.get("vllm_model") == served]
     return matches[0] if matches else None
+
+
+def rolled_out(deployment):
+    """True when the Deployment's current spec is fully rolled out and available."""
+    spec, status = deployment.get("spec") or {}, deployment.get("status") or {}
+    metadata = deployment.get("metadata") or {}
+    wanted = spec.get("replicas", 1)
+    if status.get("observedGeneration", 0) < metadata.get("generation", 0):
+        return False
+    if wanted == 0:
+        return not status.get("replicas") and not status.get("availableReplicas")
+    return (status.get("updatedReplicas", 0) == wanted and status.get("availableReplicas", 0) == wanted
+            and status.get("replicas", 0) == wanted and not status.get("unavailableReplicas"))
+
+
+# -- a switch ---------------------------------------------------------------------
+
+def switch_patch(deployment, target, table, container="vllm"):
+    """The one strategic-merge patch that puts the Deployment in mode ``target``."""
+    mode = table[target]
+    served = mode["vllm_model"] or ""
+    marks = {"labels": {MODE_LABEL: target}, "annotations": {MODEL_ANNOTATION: served}}
+    template = {"metadata": copy.deepcopy(marks)}
+    if mode["args"] is not None:
+        change = {"name": container, "args": mode["args"]}
+        probe = probe_patch(deployment, target, table, container)
+        if probe:
+            change["readinessProbe"] = probe
+        template["spec"] = {"containers": [change]}
+    patch = {"metadata": copy.deepcopy(marks), "spec": {"replicas": 1 if served else 0, "template": template}}
+    last_applied = ((deployment.get("metadata") or {}).get("annotations") or {}).get(LAST_APPLIED)
+    if last_applied:
+        # Keep `site.yml`'s client-side apply in step: its next run then finds
+        # nothing to change, because it renders the mode the cluster is in.
+        patch["metadata"]["annotations"][LAST_APPLIED] = updated_last_applied(last_applied, target, table, container)
+    return patch
+
+
+def updated_last_applied(text, target, table, container="vllm"):
+    """The last-applied configuration with the mode's fields changed as the patch changes them."""
+    try:
+        applied = json.loads(text)
+    except ValueError:
+        return text
+    mode = table[target]
+    served = mode["vllm_model"] or ""
+    metadata = applied.setdefault("metadata", {})
+    metadata.setdefault("labels", {})[MODE_LABEL] = target
+    metadata.setdefault("annotations", {})[MODEL_ANNOTATION] = served
+    spec = applied.setdefault("spec", {})
+    spec["replicas"] = 1 if served else 0
+    template = spec.setdefault("template", {})
+    template_metadata = template.setdefault("metadata", {})
+    template_metadata.setdefault("labels", {})[MODE_LABEL] = target
+    template_metadata.setdefault("annotations", {})[MODEL_ANNOTATION] = served
+    if mode["args"] is not None:
+        for item in (template.get("spec") or {}).get("containers") or []:
+            if item.get("name") == container:
+                item["args"] = list(mode["args"])
+                if "readinessProbe" in item:
+                    _set_probe_model(item["readinessProbe"], served)
+    return json.dumps(applied, separators=(",", ":"), sort_keys=True)
+
+
+def _set_probe_model(probe, served):
+    command = ((probe.get("exec") or {}).get("command")) or []
+    if command:
+        command[-1] = served
+
+
+def probe_patch(deployment, target, table, container="vllm"):
+    """The readiness probe names the served model: the same patch updates it."""
+    item = _container(deployment, container) or {}
+    probe = copy.deepcopy(item.get("readinessProbe"))
+    served = table[target]["vllm_model"]
+    if not probe or not served or not (probe.get("exec") or {}).get("command"):
+        return None
+    _set_probe_model(probe, served)
+    return probe
+
+
+# -- rollouts ---------------------------------------------------------------------
+
+def pod_failure(pod):
+    """Why a pod will not become ready by waiting (one line), or None."""
+    status = pod.get("status") or {}
+    name = (pod.get("metadata") or {}).get("name", "?")
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "PodScheduled" and condition.get("status") == "False" \
+                and condition.get("reason") == "Unschedulable":
+            message = condition.get("message", "")
+            if GPU_RESOURCE in message:
+                return "pod %s is Pending: no GPU free (%s)" % (name, message)
+            return "pod %s is Pending: %s" % (name, message or "unschedulable")
+    for container in status.get("containerStatuses") or []:
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        last = (container.get("lastState") or {}).get("terminated") or {}
+        current = (container.get("state") or {}).get("terminated") or {}
+        for terminated in (current, last):
+            if terminated.get("reason") == "OOMKilled":
+                return "pod %s: container %s was OOMKilled (exit code %s)" % (
+                    name, container.get("name"), terminated.get("exitCode", "?"))
+        if waiting.get("reason") in FATAL_WAITING:
+            detail = waiting.get("message") or last.get("message") or last.get("reason") or ""
+            return "pod %s: %s%s" % (name, waiting["reason"], (": " + detail.strip().splitlines()[0]) if detail else "")
+    return None
+
+
+def rollout_progress(deployment, pods):
+    """('done' | 'waiting' | 'failed', detail) for a switch's rollout."""
+    if rolled_out(deployment):
+        wanted = (deployment.get("spec") or {}).get("replicas", 1)
+        live = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
+        if wanted == 0 and live:
+            return "waiting", "%d pod(s) still stopping" % len(live)
+        if wanted == 0 and pods:
+            return "waiting", "%d pod(s) still terminating" % len(pods)
+        return "done", "rolled out"
+    for pod in pods:
+        if (pod.get("metadata") or {}).get("deletionTimestamp"):
+            continue
+        failure = pod_failure(pod)
+        if failure:
+            return "failed", failure
+    status = deployment.get("status") or {}
+    return "waiting", "%s of %s replicas available" % (status.get("availableReplicas", 0),
+                                                       (deployment.get("spec") or {}).get("replicas", 1))
+
+
+def gpu_holders(pods):
+    """Pods that request or are limited to a GPU and have not finished."""
+    holders = []
+    for pod in pods:
+        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            continue
+        for container in (pod.get("spec") or {}).get("containers") or []:
+            resources = container.get("resources") or {}
+            wanted = (resources.get("limits") or {}).get(GPU_RESOURCE) or (resources.get("requests") or {}).get(
+                GPU_RESOURCE)
+            if wanted and str(wanted) != "0":
+                metadata = pod.get("metadata") or {}
+                holders.append("%s/%s" % (metadata.get("namespace"), metadata.get("name")))
+                break
+    return holders
+
+
+# -- the lock -----------------------------------------------------------------------
+
+def parse_time(text):
+    if not text:
+        return None
+    text = text.replace("Z", "+00:00")
+    try:
+        return datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def lease_state(lease, holder, now):
+    """('free' | 'mine' | 'expired' | 'held', seconds left) of the GPU mode lock."""
+    if not lease:
+        return "free", 0.0
+    spec = lease.get("spec") or {}
+    current = spec.get("holderIdentity")
+    if not current:
+        return "free", 0.0
+    if current == holder:
+        return "mine", 0.0
+    renewed = parse_time(spec.get("renewTime")) or parse_time(spec.get("acquireTime"))
+    duration = spec.get("leaseDurationSeconds") or 0
+    if renewed is None:
+        return "expired", 0.0
+    left = (renewed + datetime.timedelta(seconds=duration) - now).total_seconds()
+    return ("held", left) if left > 0 else ("expired", 0.0)
+
+
+def micro_time(now):
+    """Kubernetes MicroTime."""
+    return now.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -44,32 +44,38 @@ class ServiceEndpoint:
     def label(self):
         return self.url or "service %s/%s:%s" % (self.namespace, self.service, self.port)
 
-    def request(self, method, path, body=None, timeout=30):
+    def request(self, method, path, body=None, timeout=30, headers=None):
         """(status, text) of a request; raises ServiceError when nothing usable came back."""
-        data = json.dumps(body) if body is not None else None
-        if self.url:
-            return self._direct(method, path, data, timeout)
-        return self._proxied(method, path, data, timeout)
+        status, text, dummy = self.exchange(method, path, body, timeout, headers)
+        return status, text
 
-    def request_json(self, method, path, body=None, timeout=30):
-        status, text = self.request(method, path, body, timeout)
+    def exchange(self, method, path, body=None, timeout=30, headers=None):
+        """(status, text, response headers with lower-case names)."""
+        data = json.dumps(body) if body is not None else None
+        headers = dict(headers or {}, **{"Content-Type": "application/json"})
+        if self.url:
+            return self._direct(method, path, data, timeout, headers)
+        return self._proxied(method, path, data, timeout, headers)
+
+    def request_json(self, method, path, body=None, timeout=30, headers=None):
+        status, text = self.request(method, path, body, timeout, headers)
         try:
             return status, json.loads(text) if text.strip() else {}
         except ValueError:
             raise ServiceError("%s %s on %s answered %s with a body that is not JSON: %s"
                                % (method, path, self.label, status, text[:200]), status)
 
-    def _direct(self, method, path, data, timeout):
+    def _direct(self, method, path, data, timeout, headers):
         try:
             response = open_url(self.url + "/" + path.lstrip("/"), method=method, data=data, timeout=timeout,
-                                headers={"Content-Type": "application/json"})
-            return response.getcode(), to_text(response.read())
+                                headers=headers)
+            return response.getcode(), to_text(response.read()), _lower(response.headers)
         except HTTPError as err:
-            return err.code, to_text(err.read())
+            return err.code, to_text(err.read()), _lower(err.headers)
         except (URLError, OSError) as err:
             raise ServiceError("cannot reach %s: %s" % (self.label, to_native(getattr(err, "reason", err))))
 
-    def _proxied(self, method, path, data, timeout):
+    def _proxied(self, method, path, data, timeout, headers):
         if self._api is None:
             try:
                 self._api = get_api_client(module=self.module).client.client
@@ -80,15 +86,19 @@ class ServiceEndpoint:
             self.namespace, self.service, self.port, path.lstrip("/"))
         try:
             response = self._api.call_api(
-                resource, method, header_params={"Content-Type": "application/json", "Accept": "*/*"},
-                body=data, auth_settings=["BearerToken"], _preload_content=False, _request_timeout=timeout,
+                resource, method, header_params=dict(headers, Accept="*/*"), body=data,
+                auth_settings=["BearerToken"], _preload_content=False, _request_timeout=timeout,
                 _return_http_data_only=True)
-            return response.status, to_text(response.data)
+            return response.status, to_text(response.data), _lower(response.headers)
         except ApiException as err:
-            return err.status, to_text(err.body or err.reason)
+            return err.status, to_text(err.body or err.reason), _lower(err.headers)
         except Urllib3Error as err:
             raise ServiceError("cannot reach the Kubernetes API for %s: %s; check kubeconfig, context and host"
                                % (self.label, to_native(err)))
+
+
+def _lower(headers):
+    return {str(k).lower(): v for k, v in (headers or {}).items()}
 
 
 def describe_unavailable(endpoint, status, text):

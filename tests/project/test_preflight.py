@@ -112,3 +112,24 @@ def test_the_shipped_catalog_is_valid():
     from ansible_collections.homelab.inference.plugins.module_utils._catalog import catalog_errors
     assert catalog_errors(CATALOG["inference_models"], CATALOG["inference_fallback_chain"],
                           CATALOG["inference_gpu_modes"], CATALOG["inference_gpu_default_mode"]) == []
+
+
+def test_gpu_mode_playbook_refuses_an_unknown_mode_before_any_cluster_call(api_listener):
+    kubeconfig, connections = api_listener
+    result = ansible_playbook("gpu_mode.yml", "-e", "mode=turbo", "-e", "inference_kubeconfig=%s" % kubeconfig)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "mode: 'turbo' is not a mode; use one of gaming, ml, r1, or status" in output, output[-2000:]
+    assert connections == []
+
+
+def test_gpu_mode_playbook_says_in_one_line_when_the_api_is_unreachable(api_listener):
+    kubeconfig, connections = api_listener
+    result = ansible_playbook("gpu_mode.yml", "-e", "mode=status", "-e", "inference_kubeconfig=%s" % kubeconfig)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    prefix = "[ERROR]: Task failed: Module failed: "
+    failures = [line[len(prefix):] for line in output.splitlines() if line.startswith(prefix)]
+    assert len(failures) == 1, output[-3000:]
+    assert failures[0].endswith("check kubeconfig, context and host"), failures
+    assert connections, "it did try the API server"

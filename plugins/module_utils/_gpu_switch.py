@@ -1,0 +1,272 @@
+# -*- coding: utf-8 -*-
+# Copyright: homelab.inference contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A GPU mode switch: read -> decide -> (check mode stops here) -> lock ->
+patch -> wait for the rollout -> verify -> (roll back on failure) -> unlock.
+
+The decisions are the pure functions of _gpu_mode; this file only sequences
+them around the API (``kube``, a _kube_access.KubeAccess or a test fake) and
+the two endpoints (vLLM and LiteLLM, _service_http.ServiceEndpoint-like)."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import time
+
+from ansible_collections.homelab.inference.plugins.module_utils import _gpu_mode
+from ansible_collections.homelab.inference.plugins.module_utils._kube_access import Conflict
+from ansible_collections.homelab.inference.plugins.module_utils._service_http import ServiceError
+
+# Polls start fast and slow down, never beyond this: a finished rollout is
+# noticed within a quarter of a second.
+POLL_FIRST, POLL_GROWTH, POLL_MAX = 0.05, 1.5, 0.25
+
+
+class SwitchFailed(Exception):
+    """The switch did not reach a verified mode; ``result`` says how far it got."""
+
+    def __init__(self, message, result):
+        super().__init__(message)
+        self.result = result
+
+
+def utc_now():
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+class GpuModeSwitch:
+    def __init__(self, kube, params, vllm, litellm, holder, clock=time.monotonic, sleep=time.sleep, now=utc_now):
+        self.kube = kube
+        self.params = params
+        self.vllm = vllm
+        self.litellm = litellm
+        self.holder = holder
+        self.clock, self.sleep, self.now = clock, sleep, now
+        self.table = params["modes"]
+        self.namespace = params["namespace"]
+        self.name = params["deployment"]
+        self.timings = {}
+
+    # -- reading ------------------------------------------------------------------
+
+    def read(self):
+        deployment = self.kube.get_deployment(self.namespace, self.name)
+        if deployment is None:
+            raise SwitchFailed("Deployment %s/%s not found; run site.yml first, or set namespace and deployment"
+                               % (self.namespace, self.name), {})
+        return deployment
+
+    def selector(self, deployment):
+        labels = ((deployment.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+        return ",".join("%s=%s" % item for item in sorted(labels.items()))
+
+    def describe(self, deployment):
+        mode = _gpu_mode.mode_of_deployment(deployment, self.table, self.params["container"])
+        return {"mode": mode, "model": (self.table.get(mode) or {}).get("vllm_model") if mode else None,
+                "replicas": (deployment.get("spec") or {}).get("replicas", 1),
+                "ready": _gpu_mode.rolled_out(deployment)}
+
+    def status(self):
+        deployment = self.read()
+        state = self.describe(deployment)
+        pods = self.kube.list_pods(self.namespace, self.selector(deployment))
+        problems = [p for p in (_gpu_mode.pod_failure(pod) for pod in pods) if p]
+        return dict(changed=False, mode=state["mode"], previous_mode=state["mode"], model=state["model"],
+                    ready=state["ready"], replicas=state["replicas"], pod_problems=problems, rolled_back=False)
+
+    # -- the switch -----------------------------------------------------------------
+
+    def run(self, check_mode):
+        began = self.clock()
+        target = self.params["mode"]
+        deployment = self.read()
+        before = self.describe(deployment)
+        previous = before["mode"]
+        result = dict(mode=target, previous_mode=previous, model=self.table[target]["vllm_model"], changed=False,
+                      rolled_back=False, verified={}, timings=self.timings,
+                      diff={"before": {"mode": previous, "model": before["model"]},
+                            "after": {"mode": target, "model": self.table[target]["vllm_model"]}})
+        if previous == target and before["ready"]:
+            if self.params["verify"] and not check_mode:
+                result["verified"] = self.verify(target, deployment)
+            self.timings["total"] = round(self.clock() - began, 3)
+            return result
+        result["changed"] = True
+        if check_mode:
+            return result
+        self.lock()
+        try:
+            # Someone else may have switched while we waited for the lock.
+            deployment = self.read()
+            if self.describe(deployment)["mode"] == target and _gpu_mode.rolled_out(deployment):
+                result["changed"] = False
+                result["verified"] = self.verify(target, deployment) if self.params["verify"] else {}
+                return result
+            try:
+                result["verified"] = self.apply(target, deployment)
+            except SwitchFailed as failure:
+                if not (self.params["rollback"] and previous and previous != target):
+                    raise SwitchFailed("switch to %s failed: %s" % (target, failure), result)
+                result["rolled_back"] = True
+                result["mode"], result["model"] = previous, self.table[previous]["vllm_model"]
+                try:
+                    result["verified"] = self.apply(previous, self.read(), phase="rollback_")
+                except SwitchFailed as second:
+                    raise SwitchFailed("switch to %s failed: %s; rolling back to %s failed too: %s"
+                                       % (target, failure, previous, second), result)
+                raise SwitchFailed("switch to %s failed: %s; rolled back to %s (verified)"
+                                   % (target, failure, previous), result)
+            return result
+        finally:
+            self.unlock()
+            self.timings["total"] = round(self.clock() - began, 3)
+
+    def apply(self, target, deployment, phase=""):
+        """Patch, wait, verify one mode; raises SwitchFailed with the reason."""
+        began = self.clock()
+        patch = _gpu_mode.switch_patch(deployment, target, self.table, self.params["container"])
+        patched = self.kube.patch_deployment(self.namespace, self.name, patch)
+        self.timings[phase + "patch"] = round(self.clock() - began, 3)
+        began = self.clock()
+        self.wait_rollout(patched or deployment)
+        self.timings[phase + "rollout"] = round(self.clock() - began, 3)
+        began = self.clock()
+        try:
+            return self.verify(target, self.read())
+        finally:
+            self.timings[phase + "verify"] = round(self.clock() - began, 3)
+
+    def wait_rollout(self, deployment):
+        deadline = self.clock() + self.params["rollout_timeout"]
+        selector = self.selector(deployment)
+        interval = POLL_FIRST
+        detail = "not started"
+        while True:
+            deployment = self.read()
+            pods = self.kube.list_pods(self.namespace, selector)
+            state, detail = _gpu_mode.rollout_progress(deployment, pods)
+            if state == "done":
+                return
+            if state == "failed":
+                raise SwitchFailed(detail, {})
+            if self.clock() >= deadline:
+                raise SwitchFailed("timed out after %ss waiting for the rollout (%s)"
+                                   % (self.params["rollout_timeout"], detail), {})
+            self.sleep(interval)
+            interval = min(interval * POLL_GROWTH, POLL_MAX)
+
+    # -- verification ---------------------------------------------------------------
+
+    def verify(self, target, deployment):
+        """Proof that the mode is what it says; raises SwitchFailed with what was seen."""
+        served = self.table[target]["vllm_model"]
+        seen = {}
+        if served:
+            seen["vllm_models"] = self.vllm_models()
+            if seen["vllm_models"] != [served]:
+                raise SwitchFailed("vLLM lists %s, expected exactly %s" % (seen["vllm_models"], served), {})
+        else:
+            pods = self.kube.list_pods(self.namespace, self.selector(deployment))
+            if pods:
+                raise SwitchFailed("vLLM pods still present: %s" % ", ".join(p["metadata"]["name"] for p in pods), {})
+            seen["vllm_pods"] = 0
+            holders = []
+            for node in self.kube.nodes(self.params["gpu_node_selector"]):
+                holders += _gpu_mode.gpu_holders(self.kube.pods_on_node(node))
+            seen["gpu_holders"] = holders
+            if holders:
+                raise SwitchFailed("the GPU is still held by %s" % ", ".join(holders), {})
+        model = served or self.params["gpu_free_model"]
+        if self.litellm is not None and model:
+            seen["litellm"] = self.litellm_answer(model, expect_group=model)
+        return seen
+
+    def vllm_models(self):
+        deadline = self.clock() + self.params["verify_timeout"]
+        interval = POLL_FIRST
+        while True:
+            try:
+                status, body = self.vllm.request_json("GET", "/v1/models", timeout=10)
+                if status == 200:
+                    return sorted(m.get("id") for m in body.get("data", []))
+                problem = "answered %s" % status
+            except ServiceError as err:
+                problem = str(err)
+            if self.clock() >= deadline:
+                raise SwitchFailed("vLLM's /v1/models did not answer: %s" % problem, {})
+            self.sleep(interval)
+            interval = min(interval * POLL_GROWTH, POLL_MAX)
+
+    def litellm_answer(self, model, expect_group=None):
+        """A 1-token chat through LiteLLM; for a vLLM model, answered by vLLM itself (no fallback)."""
+        headers = {"x-litellm-api-key": "Bearer " + self.params["litellm_api_key"]} \
+            if self.params.get("litellm_api_key") else {}
+        body = {"model": model, "max_tokens": 1, "messages": [{"role": "user", "content": "ping"}]}
+        deadline = self.clock() + self.params["verify_timeout"]
+        interval = POLL_FIRST
+        while True:
+            try:
+                status, text, response_headers = self.litellm.exchange("POST", "/v1/chat/completions", body,
+                                                                       timeout=60, headers=headers)
+                group = response_headers.get("x-litellm-model-group")
+                if status == 200 and (expect_group is None or group == expect_group):
+                    return {"model": model, "status": status, "answered_by": group}
+                problem = "answered %s%s: %s" % (status, " by %s" % group if group else "", _error_text(text))
+            except ServiceError as err:
+                problem = str(err)
+            # Right after a switch LiteLLM may still skip a tier it found down (its
+            # cooldown): keep asking until the verify timeout.
+            if self.clock() >= deadline:
+                raise SwitchFailed("LiteLLM did not serve %s from vLLM: %s" % (model, problem), {})
+            self.sleep(interval)
+            interval = min(interval * POLL_GROWTH, POLL_MAX * 4)
+
+    # -- the lock ---------------------------------------------------------------------
+
+    def lease_body(self, existing=None):
+        now = _gpu_mode.micro_time(self.now())
+        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": self.params["lock_name"], "namespace": self.namespace,
+                             "labels": {"app.kubernetes.io/part-of": "homelab-inference"}},
+                "spec": {"holderIdentity": self.holder, "leaseDurationSeconds": self.params["lock_duration"],
+                         "acquireTime": now, "renewTime": now}}
+        if existing:
+            body["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
+        return body
+
+    def lock(self):
+        began = self.clock()
+        deadline = began + self.params["lock_timeout"]
+        while True:
+            lease = self.kube.get_lease(self.namespace, self.params["lock_name"])
+            state, left = _gpu_mode.lease_state(lease, self.holder, self.now())
+            try:
+                if state == "free" and lease is None:
+                    self.kube.create_lease(self.namespace, self.lease_body())
+                    break
+                if state in ("free", "expired", "mine"):
+                    self.kube.replace_lease(self.namespace, self.lease_body(lease))
+                    break
+            except Conflict:
+                continue  # someone else got there first: look again
+            if self.clock() >= deadline:
+                spec = lease.get("spec") or {}
+                raise SwitchFailed("another gpu_mode run holds the lock %s/%s: %s since %s (expires in %ds); "
+                                   "waited %ss, try again later" % (
+                                       self.namespace, self.params["lock_name"], spec.get("holderIdentity"),
+                                       spec.get("acquireTime"), left, self.params["lock_timeout"]), {})
+            self.sleep(min(1.0, max(0.05, left)))
+        self.timings["lock"] = round(self.clock() - began, 3)
+
+    def unlock(self):
+        lease = self.kube.get_lease(self.namespace, self.params["lock_name"])
+        if lease and (lease.get("spec") or {}).get("holderIdentity") == self.holder:
+            self.kube.delete_lease(self.namespace, self.params["lock_name"])
+
+
+def _error_text(text):
+    try:
+        return json.loads(text)["error"]["message"][:200]
+    except (ValueError, KeyError, TypeError):
+        return (text or "")[:200]

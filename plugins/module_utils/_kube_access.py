@@ -1,0 +1,124 @@
+# -*- coding: utf-8 -*-
+# Copyright: homelab.inference contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The few Kubernetes API calls gpu_mode makes, each failure turned into one
+line that says what to fix. This is the module's client boundary: unit tests
+replace it with an in-memory fake of the same methods."""
+
+from __future__ import annotations
+
+from ansible.module_utils.common.text.converters import to_native
+
+try:
+    from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import get_api_client
+    from kubernetes.dynamic.exceptions import ConflictError, DynamicApiError, NotFoundError
+    from urllib3.exceptions import HTTPError as Urllib3Error
+except ImportError:  # reported by the module through AnsibleK8SModule's requires()
+    class DynamicApiError(Exception):
+        pass
+
+    class ConflictError(DynamicApiError):
+        pass
+
+    class NotFoundError(DynamicApiError):
+        pass
+
+    class Urllib3Error(Exception):
+        pass
+
+SMP = "application/strategic-merge-patch+json"
+
+
+class KubeError(Exception):
+    """A failed API call, in one line."""
+
+    def __init__(self, message, status=None):
+        super().__init__(message)
+        self.status = status
+
+
+class Conflict(KubeError):
+    """409: the object changed or exists already (the caller retries)."""
+
+
+def _plain(obj):
+    return obj.to_dict() if hasattr(obj, "to_dict") else obj
+
+
+class KubeAccess:
+    def __init__(self, module):
+        try:
+            self.client = get_api_client(module=module)
+            self.host = self.client.configuration.host
+            resources = self.client.client.resources
+            self._deployments = resources.get(api_version="apps/v1", kind="Deployment")
+            self._pods = resources.get(api_version="v1", kind="Pod")
+            self._nodes = resources.get(api_version="v1", kind="Node")
+            self._leases = resources.get(api_version="coordination.k8s.io/v1", kind="Lease")
+        except Exception as err:  # any failure here means: no usable API
+            raise KubeError(self._explain(err, "cannot use the Kubernetes API"))
+
+    def _explain(self, err, doing):
+        status = getattr(err, "status", None)
+        host = getattr(self, "host", None) or "the configured API server"
+        if status == 401:
+            return "%s at %s: 401 Unauthorized; check the kubeconfig's credentials or api_key" % (doing, host)
+        if status == 403:
+            return "%s at %s: 403 Forbidden; the credentials lack the RBAC rights (deployments, pods, leases)" % (
+                doing, host)
+        if isinstance(err, DynamicApiError):
+            summary = getattr(err, "summary", None)
+            detail = summary() if callable(summary) else to_native(err)
+            return "%s: %s" % (doing, " ".join(str(detail).split())[:300])
+        reason = getattr(err, "reason", None) or err
+        return "%s at %s: %s; check kubeconfig, context and host" % (doing, host, " ".join(to_native(reason).split())[:300])
+
+    def _call(self, doing, func, *args, **kwargs):
+        try:
+            return _plain(func(*args, **kwargs))
+        except NotFoundError:
+            return None
+        except ConflictError as err:
+            raise Conflict(self._explain(err, doing), 409)
+        except (DynamicApiError, Urllib3Error, OSError) as err:
+            raise KubeError(self._explain(err, doing), getattr(err, "status", None))
+
+    # deployments and pods -----------------------------------------------------
+
+    def get_deployment(self, namespace, name):
+        return self._call("reading Deployment %s/%s" % (namespace, name), self._deployments.get, name=name,
+                          namespace=namespace)
+
+    def patch_deployment(self, namespace, name, patch):
+        return self._call("patching Deployment %s/%s" % (namespace, name), self._deployments.patch, body=patch,
+                          name=name, namespace=namespace, content_type=SMP)
+
+    def list_pods(self, namespace, label_selector):
+        found = self._call("listing pods in %s" % namespace, self._pods.get, namespace=namespace,
+                           label_selector=label_selector)
+        return (found or {}).get("items") or []
+
+    def nodes(self, label_selector):
+        found = self._call("listing nodes", self._nodes.get, label_selector=label_selector)
+        return [n["metadata"]["name"] for n in (found or {}).get("items") or []]
+
+    def pods_on_node(self, node):
+        found = self._call("listing pods on node %s" % node, self._pods.get, field_selector="spec.nodeName=%s" % node)
+        return (found or {}).get("items") or []
+
+    # the lock -----------------------------------------------------------------
+
+    def get_lease(self, namespace, name):
+        return self._call("reading Lease %s/%s" % (namespace, name), self._leases.get, name=name, namespace=namespace)
+
+    def create_lease(self, namespace, body):
+        return self._call("creating Lease %s/%s" % (namespace, body["metadata"]["name"]), self._leases.create,
+                          body=body, namespace=namespace)
+
+    def replace_lease(self, namespace, body):
+        return self._call("updating Lease %s/%s" % (namespace, body["metadata"]["name"]), self._leases.replace,
+                          body=body, namespace=namespace)
+
+    def delete_lease(self, namespace, name):
+        return self._call("deleting Lease %s/%s" % (namespace, name), self._leases.delete, name=name,
+                          namespace=namespace)

@@ -1,0 +1,314 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: homelab.inference contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: gpu_mode
+short_description: Switch the GPU worker between modes (vLLM models, or GPU free), verified and reversible
+version_added: 0.1.0
+author:
+  - homelab.inference maintainers (@homelab-inference)
+description:
+  - Puts the vLLM Deployment into a GPU mode from the catalog's mode table - a mode that loads one vLLM model, or a
+    GPU-free mode (0 replicas) - and proves it worked.
+  - Reads the current mode from the Deployment (0 replicas is the GPU-free mode; otherwise the recorded
+    C(homelab.inference/gpu-mode) label, cross-checked with the C(--served-model-name) argument).
+  - Already in the mode, rolled out and verified - C(changed=false), no write.
+  - Otherwise takes a lock (a C(coordination.k8s.io/v1) Lease with holder and expiry; an expired lease is taken over,
+    a live one is waited for up to O(lock_timeout)), applies the mode with one patch, waits for the rollout (failing
+    fast with the pod's reason - OOMKilled, CrashLoopBackOff, ImagePullBackOff, Pending for lack of a free GPU), verifies,
+    and releases the lock whatever happens.
+  - Verification - vLLM's C(/v1/models) lists exactly the mode's model and LiteLLM answers a 1-token request for it
+    from vLLM itself; in a GPU-free mode, the vLLM pods are gone, no pod on the GPU node holds C(nvidia.com/gpu), and
+    LiteLLM still answers O(gpu_free_model).
+  - On failure it rolls back to the previous mode when O(rollback) is true, verifies that, and fails saying both.
+  - Endpoints are reached through the Kubernetes API's service proxy, or at O(vllm_url) and O(litellm_url) when given.
+extends_documentation_fragment:
+  - kubernetes.core.k8s_auth_options
+attributes:
+  check_mode:
+    description: Can run in check mode and return changed status prediction without modifying target.
+    support: full
+    details: Reads the Deployment and reports the switch that would happen; takes no lock and writes nothing.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check mode), when in diff mode.
+    support: full
+    details: The mode and model before and after.
+  idempotent:
+    description: When run twice in a row with the same arguments, the second run reports no change.
+    support: full
+options:
+  mode:
+    description:
+      - The mode to switch to, a key of O(modes); or V(status) to report the current mode and change nothing.
+    type: str
+    required: true
+  modes:
+    description:
+      - The mode table, as the C(homelab.inference.gpu_mode_table) filter builds it from the catalog - each mode maps
+        to C(vllm_model) (the served model name, or null for a GPU-free mode) and C(args) (the vLLM container's
+        arguments in that mode, or null).
+    type: dict
+    required: true
+  namespace:
+    description: Namespace of the vLLM Deployment, its pods and the lock.
+    type: str
+    default: ml
+  deployment:
+    description: Name of the vLLM Deployment.
+    type: str
+    default: vllm-server
+  container:
+    description: Name of the vLLM container in the Deployment.
+    type: str
+    default: vllm
+  rollout_timeout:
+    description: Seconds to wait for the new mode's pod to be ready (a model load takes minutes on a first download).
+    type: int
+    default: 600
+  rollback:
+    description: On a failed switch, switch back to the previous mode and verify it.
+    type: bool
+    default: true
+  verify:
+    description: Verify the mode through vLLM and LiteLLM (and the GPU node, for a GPU-free mode).
+    type: bool
+    default: true
+  verify_timeout:
+    description:
+      - Seconds verification may take. LiteLLM may skip a tier it found down for its cooldown, so a check through it
+        is retried until then.
+    type: int
+    default: 60
+  gpu_node_selector:
+    description: Label selector of the GPU node(s), checked for pods holding C(nvidia.com/gpu) in a GPU-free mode.
+    type: str
+    default: nvidia.com/gpu=true
+  gpu_free_model:
+    description:
+      - Model asked through LiteLLM to verify a GPU-free mode, for example the CPU tier V(ollama-qwen). Empty skips that
+        check. Asking a chain head that falls back (V(default)) would put the vLLM tier in LiteLLM's cooldown and slow
+        the next switch back.
+    type: str
+    default: ""
+  vllm_service:
+    description: Service in front of vLLM, in O(namespace).
+    type: str
+    default: vllm-api
+  vllm_port:
+    description: Port of the vLLM Service.
+    type: int
+    default: 8000
+  vllm_url:
+    description: Reach vLLM at this base URL instead of through the API server's service proxy.
+    type: str
+  litellm_namespace:
+    description: Namespace of the LiteLLM Service.
+    type: str
+    default: ml
+  litellm_service:
+    description: Name of the LiteLLM Service; empty skips the check through LiteLLM.
+    type: str
+    default: litellm
+  litellm_port:
+    description: Port of the LiteLLM Service.
+    type: int
+    default: 4000
+  litellm_url:
+    description: Reach LiteLLM at this base URL instead of through the API server's service proxy.
+    type: str
+  litellm_api_key:
+    description:
+      - A LiteLLM key for the verification request, sent as C(x-litellm-api-key) (the API server's proxy does not pass
+        C(Authorization) on).
+    type: str
+  lock_name:
+    description: Name of the Lease that serialises switches.
+    type: str
+    default: gpu-mode
+  lock_timeout:
+    description: Seconds to wait for another run's live lock before failing with its holder's name.
+    type: int
+    default: 120
+  lock_duration:
+    description:
+      - Seconds a lock lives without renewal, after which another run may take it over (a crashed run's lock).
+        Default - long enough for a switch and a rollback.
+    type: int
+requirements:
+  - kubernetes >= 24.2.0
+notes:
+  - Polls adaptively (50 ms growing to 250 ms), so a finished rollout is noticed within a quarter of a second.
+seealso:
+  - name: The gpu_mode.yml playbook
+    description: Switches with the catalog's mode table and prints a summary.
+    link: https://example.invalid/homelab/inference/blob/main/gpu_mode.yml
+"""
+
+EXAMPLES = r"""
+- name: Switch to the reasoning model
+  homelab.inference.gpu_mode:
+    mode: r1
+    modes: "{{ inference_models | homelab.inference.gpu_mode_table(inference_gpu_modes, vllm_common_args, 8000) }}"
+    litellm_api_key: "{{ litellm_master_key }}"
+    kubeconfig: ~/.kube/config
+  register: switched
+
+- name: Free the GPU
+  homelab.inference.gpu_mode:
+    mode: gaming
+    modes: "{{ gpu_mode_table }}"
+
+- name: Which mode is the GPU in?
+  homelab.inference.gpu_mode:
+    mode: status
+    modes: "{{ gpu_mode_table }}"
+"""
+
+RETURN = r"""
+mode:
+  description: The mode the GPU is in after the run (the previous one after a rollback).
+  returned: always
+  type: str
+  sample: r1
+previous_mode:
+  description: The mode before the run; null when it could not be told.
+  returned: always
+  type: str
+  sample: ml
+model:
+  description: The vLLM model served in O(mode); null in a GPU-free mode.
+  returned: always
+  type: str
+  sample: vllm-r1
+verified:
+  description: What verification checked and saw.
+  returned: when verification ran
+  type: dict
+  sample: {"vllm_models": ["vllm-r1"], "litellm": {"model": "vllm-r1", "status": 200, "answered_by": "vllm-r1"}}
+timings:
+  description: Seconds spent taking the lock, patching, waiting for the rollout, verifying, and in total.
+  returned: when a switch or verification ran
+  type: dict
+  sample: {"lock": 0.01, "patch": 0.02, "rollout": 91.3, "verify": 0.2, "total": 91.6}
+rolled_back:
+  description: Whether a failed switch was rolled back to the previous mode.
+  returned: always
+  type: bool
+  sample: false
+ready:
+  description: With O(mode=status), whether the Deployment is rolled out and available.
+  returned: when O(mode=status)
+  type: bool
+  sample: true
+pod_problems:
+  description: With O(mode=status), why pods are not becoming ready, if they are not.
+  returned: when O(mode=status)
+  type: list
+  elements: str
+  sample: ["pod vllm-server-5d9c: container vllm was OOMKilled (exit code 137)"]
+"""
+
+import copy
+import getpass
+import os
+import socket
+
+from ansible_collections.homelab.inference.plugins.module_utils._gpu_switch import GpuModeSwitch, SwitchFailed
+from ansible_collections.homelab.inference.plugins.module_utils._kube_access import KubeAccess, KubeError
+from ansible_collections.homelab.inference.plugins.module_utils._service_http import ServiceEndpoint
+from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
+from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule
+
+STATUS = "status"
+
+
+def argument_spec():
+    spec = copy.deepcopy(AUTH_ARG_SPEC)
+    spec.update(
+        mode=dict(type="str", required=True),
+        modes=dict(type="dict", required=True),
+        namespace=dict(type="str", default="ml"),
+        deployment=dict(type="str", default="vllm-server"),
+        container=dict(type="str", default="vllm"),
+        rollout_timeout=dict(type="int", default=600),
+        rollback=dict(type="bool", default=True),
+        verify=dict(type="bool", default=True),
+        verify_timeout=dict(type="int", default=60),
+        gpu_node_selector=dict(type="str", default="nvidia.com/gpu=true"),
+        gpu_free_model=dict(type="str", default=""),
+        vllm_service=dict(type="str", default="vllm-api"),
+        vllm_port=dict(type="int", default=8000),
+        vllm_url=dict(type="str"),
+        litellm_namespace=dict(type="str", default="ml"),
+        litellm_service=dict(type="str", default="litellm"),
+        litellm_port=dict(type="int", default=4000),
+        litellm_url=dict(type="str"),
+        litellm_api_key=dict(type="str", no_log=True),
+        lock_name=dict(type="str", default="gpu-mode"),
+        lock_timeout=dict(type="int", default=120),
+        lock_duration=dict(type="int"),
+    )
+    return spec
+
+
+def table_problems(mode, modes):
+    """One-line errors for a bad mode or mode table, before any API call."""
+    if not modes:
+        return ["modes: the mode table is empty; pass the catalog's, built by the gpu_mode_table filter"]
+    problems = []
+    for name, entry in modes.items():
+        if not isinstance(entry, dict) or "vllm_model" not in entry or "args" not in entry:
+            problems.append("modes.%s: needs vllm_model and args (build the table with the gpu_mode_table filter)"
+                            % name)
+        elif entry["vllm_model"] and not (isinstance(entry["args"], list) and entry["args"]):
+            problems.append("modes.%s: a mode with a model needs its container args" % name)
+    if mode != STATUS and mode not in modes:
+        problems.append("mode: '%s' is not a mode; use one of %s, or status" % (mode, ", ".join(sorted(modes))))
+    return problems
+
+
+def endpoints(module):
+    params = module.params
+    vllm = ServiceEndpoint(module, params["namespace"], params["vllm_service"], params["vllm_port"], params["vllm_url"])
+    litellm = None
+    if params["litellm_url"] or params["litellm_service"]:
+        litellm = ServiceEndpoint(module, params["litellm_namespace"], params["litellm_service"],
+                                  params["litellm_port"], params["litellm_url"])
+    return vllm, litellm
+
+
+def run_module(module, kube_factory=KubeAccess):
+    params = dict(module.params)
+    problems = table_problems(params["mode"], params["modes"])
+    if problems:
+        module.fail_json(msg="; ".join(problems))
+    if params["lock_duration"] is None:
+        params["lock_duration"] = 2 * (params["rollout_timeout"] + params["verify_timeout"]) + 60
+    holder = "%s@%s/%d" % (getpass.getuser(), socket.gethostname(), os.getpid())
+    try:
+        kube = kube_factory(module)
+        vllm, litellm = endpoints(module)
+        switch = GpuModeSwitch(kube, params, vllm, litellm, holder)
+        if params["mode"] == STATUS:
+            module.exit_json(**switch.status())
+        result = switch.run(module.check_mode)
+    except SwitchFailed as failure:
+        module.fail_json(msg=str(failure), **failure.result)
+    except KubeError as err:
+        module.fail_json(msg=str(err))
+    if not module._diff:
+        result.pop("diff", None)
+    module.exit_json(**result)
+
+
+def main():
+    module = AnsibleK8SModule(argument_spec=argument_spec(), supports_check_mode=True, check_pyyaml=False)
+    run_module(module)
+
+
+if __name__ == "__main__":
+    main()
