@@ -1,0 +1,453 @@
+"""The lab's Kubernetes API emulator: an HTTP server on loopback that behaves
+like k3s's API server for what the collection uses, and fails loudly (501)
+on anything else.
+
+Served: discovery; get/list (label and field selectors, cluster-wide lists);
+create; replace (409 on a stale resourceVersion); patch (merge, strategic
+merge on built-in kinds, JSON patch); delete; the status and scale
+subresources; dryRun=All; the service proxy. Objects of built-in kinds are
+validated against the official schema of Kubernetes 1.31 (422 when invalid).
+A no-op write returns the stored object unchanged (same resourceVersion), as
+the real API server does, so clients can tell "nothing changed".
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import socket
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from . import patches, resources
+from .errors import ApiError, already_exists, conflict, invalid, not_found, not_implemented
+from .store import now_rfc3339
+
+SERVER_FIELDS = ("uid", "creationTimestamp", "resourceVersion", "generation", "deletionTimestamp", "managedFields")
+PATCH_TYPES = {
+    "application/merge-patch+json": "merge",
+    "application/strategic-merge-patch+json": "strategic",
+    "application/json-patch+json": "json",
+    "application/apply-patch+yaml": "apply",
+}
+
+
+def _validator():
+    try:
+        import kubernetes_validate
+    except ImportError:  # pragma: no cover - the lab's requirements carry it
+        return None
+    return kubernetes_validate
+
+
+class Route:
+    """A parsed API path."""
+
+    def __init__(self, kind, namespace=None, name=None, sub=None, rest=""):
+        self.kind, self.namespace, self.name, self.sub, self.rest = kind, namespace, name, sub, rest
+
+
+class ApiServer:
+    """Routing and semantics; the HTTP handler below only moves bytes."""
+
+    def __init__(self, store, services=None, validate=True):
+        self.store = store
+        self.services = services          # the lab's service proxy backend (resolves endpoints)
+        self.validator = _validator() if validate else None
+        self.faults = {"mode": None, "remaining": 0}
+        self.fault_lock = threading.Lock()
+        self.requests = 0
+
+    # -- routing ------------------------------------------------------------------
+
+    def route(self, path):
+        parts = [urllib.parse.unquote(p) for p in path.strip("/").split("/")]
+        if parts[:2] == ["api", "v1"]:
+            group, version, rest = "", "v1", parts[2:]
+        elif parts[0] == "apis" and len(parts) >= 3:
+            group, version, rest = parts[1], parts[2], parts[3:]
+        else:
+            return None
+        namespace = None
+        if len(rest) >= 2 and rest[0] == "namespaces" and len(rest) > 2:
+            namespace, rest = rest[1], rest[2:]
+        if not rest:
+            return None
+        kind = resources.BY_PATH.get((group, version, rest[0]))
+        if kind is None or (namespace is not None and not kind.namespaced):
+            return None
+        name = rest[1] if len(rest) > 1 else None
+        sub = rest[2] if len(rest) > 2 else None
+        tail = "/".join(rest[3:])
+        return Route(kind, namespace, name, sub, tail)
+
+    def handle(self, method, raw_path, headers, body):
+        """(status, response headers, body bytes)."""
+        parsed = urllib.parse.urlsplit(raw_path)
+        path, query = parsed.path, urllib.parse.parse_qs(parsed.query)
+        self.requests += 1
+        fault = self.take_fault(path)
+        if fault == "5xx":
+            return self.error(ApiError(500, "Internal error occurred: the lab's fault knob is set"))
+        if fault == "timeout":
+            time.sleep(60)
+            return self.error(ApiError(504, "Timeout: the lab's fault knob is set"))
+        try:
+            discovery = self.discovery(method, path)
+            if discovery is not None:
+                return self.json(200, discovery)
+            route = self.route(path)
+            if route is None:
+                raise not_implemented(method, path)
+            if route.sub == "proxy" and route.kind.plural == "services":
+                return self.services.proxy(method, route.namespace, route.name, route.rest, query, headers, body)
+            dry_run = "All" in query.get("dryRun", [])
+            return self.json(*self.dispatch(method, route, query, headers, body, dry_run, path))
+        except ApiError as err:
+            return self.error(err)
+
+    def take_fault(self, path):
+        if path.startswith("/lab/"):
+            return None
+        with self.fault_lock:
+            if self.faults["remaining"] > 0:
+                self.faults["remaining"] -= 1
+                return self.faults["mode"]
+        return None
+
+    @staticmethod
+    def discovery(method, path):
+        if method != "GET":
+            return None
+        path = path.rstrip("/")
+        if path == "/version":
+            return resources.version_info()
+        if path == "/api":
+            return {"kind": "APIVersions", "versions": ["v1"],
+                    "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:6443"}]}
+        if path == "/apis":
+            return resources.group_list()
+        if path == "/api/v1":
+            return resources.resource_list("", "v1")
+        parts = path.strip("/").split("/")
+        if len(parts) == 3 and parts[0] == "apis":
+            listing = resources.resource_list(parts[1], parts[2])
+            if listing is None:
+                raise ApiError(404, "the server could not find the requested resource")
+            return listing
+        return None
+
+    def dispatch(self, method, route, query, headers, body, dry_run, path):
+        kind = route.kind
+        if route.namespace and not self.store.get("namespaces", "", route.namespace) and method in ("POST", "PUT"):
+            raise ApiError(404, 'namespaces "%s" not found' % route.namespace,
+                           details={"name": route.namespace, "kind": "namespaces"})
+        if route.name is None:
+            if method == "GET":
+                return 200, self.list(route, query)
+            if method == "POST":
+                return 201, self.create(route, self.parse(body), dry_run)
+            raise not_implemented(method, path)
+        if route.sub is None:
+            if method == "GET":
+                return 200, self.get(route)
+            if method == "PUT":
+                return 200, self.replace(route, self.parse(body), dry_run)
+            if method == "PATCH":
+                return 200, self.patch(route, headers, body, dry_run)
+            if method == "DELETE":
+                return 200, self.delete(route, dry_run)
+        elif route.sub == "status" and "status" in kind.subresources:
+            if method == "GET":
+                return 200, self.get(route)
+            if method in ("PUT", "PATCH"):
+                return 200, self.write_status(route, method, headers, body, dry_run)
+        elif route.sub == "scale" and "scale" in kind.subresources:
+            if method == "GET":
+                return 200, self.scale_of(self.get(route))
+            if method in ("PUT", "PATCH"):
+                return 200, self.write_scale(route, method, headers, body, dry_run)
+        raise not_implemented(method, path)
+
+    # -- verbs ----------------------------------------------------------------------
+
+    @staticmethod
+    def parse(body):
+        try:
+            return json.loads(body or b"{}")
+        except ValueError as err:
+            raise ApiError(400, "the request body is not JSON: %s" % err)
+
+    def get(self, route):
+        obj = self.store.get(route.kind.plural, route.namespace, route.name)
+        if obj is None:
+            raise not_found(route.kind, route.name)
+        return obj
+
+    def list(self, route, query):
+        try:
+            items = self.store.list(route.kind.plural, route.namespace, query.get("labelSelector", [None])[0],
+                                    query.get("fieldSelector", [None])[0])
+        except ValueError as err:
+            raise ApiError(400, str(err))
+        for item in items:  # list items carry no kind or apiVersion, as on the real API
+            item.pop("kind", None)
+            item.pop("apiVersion", None)
+        return {"kind": route.kind.kind + "List", "apiVersion": route.kind.api_version,
+                "metadata": {"resourceVersion": str(self.store.version)}, "items": items}
+
+    def check_type(self, route, obj):
+        kind = route.kind
+        if not isinstance(obj, dict) or not isinstance(obj.get("metadata"), dict):
+            raise ApiError(400, "the object has no metadata")
+        if obj.get("kind", kind.kind) != kind.kind or obj.get("apiVersion", kind.api_version) != kind.api_version:
+            raise ApiError(400, "the API version in the data (%s) does not match the expected API version (%s)"
+                           % (obj.get("apiVersion"), kind.api_version))
+        obj["kind"], obj["apiVersion"] = kind.kind, kind.api_version
+        if kind.namespaced:
+            namespace = obj["metadata"].get("namespace") or route.namespace
+            if route.namespace and namespace != route.namespace:
+                raise ApiError(400, "the namespace of the provided object does not match the namespace sent on the "
+                                    "request")
+            obj["metadata"]["namespace"] = namespace
+        else:
+            obj["metadata"].pop("namespace", None)
+
+    def validate(self, kind, obj):
+        name = obj["metadata"].get("name", "")
+        if not name:
+            raise invalid(kind, "", [{"reason": "FieldValueRequired", "message": "metadata.name: Required value",
+                                      "field": "metadata.name"}])
+        if not kind.builtin or self.validator is None:
+            return
+        clean = {k: v for k, v in obj.items() if k != "status"}
+        clean["metadata"] = {k: v for k, v in obj["metadata"].items() if k not in SERVER_FIELDS}
+        try:
+            self.validator.validate(clean, resources.KUBERNETES_VERSION, strict=False)
+        except self.validator.ValidationError as err:
+            path = ".".join(str(p) for p in getattr(err, "path", []) or [])
+            raise invalid(kind, name, [{"reason": "FieldValueInvalid", "message": "%s: %s" % (path or "<root>",
+                                                                                             err.message),
+                                        "field": path}])
+
+    def create(self, route, obj, dry_run):
+        self.check_type(route, obj)
+        self.validate(route.kind, obj)
+        name = obj["metadata"]["name"]
+        if self.store.get(route.kind.plural, obj["metadata"].get("namespace"), name):
+            raise already_exists(route.kind, name)
+        for field in SERVER_FIELDS:
+            obj["metadata"].pop(field, None)
+        self.defaults(route.kind, obj)
+        return self.store.create(route.kind.plural, obj, dry_run=dry_run)
+
+    def defaults(self, kind, obj):
+        """The few server-side defaults the lab's controllers and clients rely on."""
+        spec = obj.setdefault("spec", {}) if kind.kind in ("Deployment", "Service", "DaemonSet") else None
+        if kind.kind == "Deployment":
+            spec.setdefault("replicas", 1)
+            spec.setdefault("strategy", {"type": "RollingUpdate",
+                                         "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}})
+        if kind.kind == "Service":
+            spec.setdefault("type", "ClusterIP")
+            if "clusterIP" not in spec and self.services:
+                spec["clusterIP"] = self.services.allocate_ip(obj["metadata"].get("namespace"),
+                                                              obj["metadata"]["name"])
+                spec["clusterIPs"] = [spec["clusterIP"]]
+        if kind.kind == "Namespace":
+            obj.setdefault("status", {"phase": "Active"})
+            obj["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = obj["metadata"]["name"]
+        if kind.kind == "PersistentVolumeClaim":
+            obj.setdefault("status", {"phase": "Bound", "accessModes": obj["spec"].get("accessModes", []),
+                                      "capacity": ((obj["spec"].get("resources") or {}).get("requests") or {})})
+            obj["spec"].setdefault("storageClassName", "local-path")
+            obj["spec"].setdefault("volumeMode", "Filesystem")
+
+    def _store_update(self, route, current, updated, dry_run, status_write=False):
+        """Write ``updated`` over ``current``: no-op writes change nothing, spec changes bump generation."""
+        for field in SERVER_FIELDS:
+            if field in current["metadata"]:
+                updated["metadata"][field] = current["metadata"][field]
+            else:
+                updated["metadata"].pop(field, None)
+        if not status_write and "status" in current:
+            updated["status"] = current["status"]  # the main resource does not write status
+        if status_write:
+            updated = dict(current, status=updated.get("status", current.get("status")))
+        self.defaults_keep(route.kind, current, updated)
+        if updated == current:
+            return current
+        if not status_write and updated.get("spec") != current.get("spec") and "generation" in current["metadata"]:
+            updated["metadata"]["generation"] = current["metadata"]["generation"] + 1
+        self.validate(route.kind, updated)
+        return self.store.put(route.kind.plural, updated, dry_run=dry_run)
+
+    @staticmethod
+    def defaults_keep(kind, current, updated):
+        """Server-assigned fields a client's full object leaves out stay as they were."""
+        if kind.kind == "Service":
+            for field in ("clusterIP", "clusterIPs", "type"):
+                if field in current.get("spec", {}) and field not in updated.setdefault("spec", {}):
+                    updated["spec"][field] = current["spec"][field]
+        if kind.kind == "Deployment":
+            spec = updated.setdefault("spec", {})
+            spec.setdefault("replicas", 1)
+            if "strategy" not in spec and "strategy" in current.get("spec", {}):
+                spec["strategy"] = current["spec"]["strategy"]
+        if kind.kind == "PersistentVolumeClaim":
+            for field in ("storageClassName", "volumeMode", "volumeName"):
+                if field in current.get("spec", {}) and field not in updated.setdefault("spec", {}):
+                    updated["spec"][field] = current["spec"][field]
+        if kind.kind == "Namespace":
+            labels = updated["metadata"].setdefault("labels", {})
+            labels.setdefault("kubernetes.io/metadata.name", current["metadata"]["name"])
+
+    def replace(self, route, obj, dry_run):
+        self.check_type(route, obj)
+        current = self.get(route)
+        version = obj["metadata"].get("resourceVersion")
+        if version and version != current["metadata"]["resourceVersion"]:
+            raise conflict(route.kind, route.name)
+        if obj["metadata"].get("name", route.name) != route.name:
+            raise ApiError(400, "the name of the object (%s) does not match the name on the URL (%s)"
+                           % (obj["metadata"].get("name"), route.name))
+        return self._store_update(route, current, obj, dry_run)
+
+    def apply_patch(self, kind, current, headers, body):
+        content_type = (headers.get("Content-Type") or "").split(";")[0].strip()
+        style = PATCH_TYPES.get(content_type)
+        if style is None:
+            raise ApiError(415, "the body of the request was in an unknown format - accepted media types include: "
+                                + ", ".join(PATCH_TYPES))
+        if style == "strategic" and not kind.builtin:
+            raise ApiError(415, "the body of the request was in an unknown format - accepted media types include: "
+                                "application/json-patch+json, application/merge-patch+json, "
+                                "application/apply-patch+yaml")
+        if style == "apply":
+            raise not_implemented("PATCH (server-side apply)", "application/apply-patch+yaml")
+        patch = self.parse(body)
+        try:
+            if style == "merge":
+                return patches.merge_patch(current, patch)
+            if style == "strategic":
+                return patches.strategic_merge_patch(current, patch)
+            return patches.json_patch(current, patch)
+        except patches.PatchError as err:
+            raise ApiError(422, str(err))
+
+    def patch(self, route, headers, body, dry_run):
+        current = self.get(route)
+        updated = self.apply_patch(route.kind, current, headers, body)
+        if not isinstance(updated, dict):
+            raise ApiError(422, "the patch turned the object into a non-object")
+        version = (updated.get("metadata") or {}).get("resourceVersion")
+        if version and version != current["metadata"]["resourceVersion"]:
+            raise conflict(route.kind, route.name)
+        updated.setdefault("metadata", {})["name"] = current["metadata"]["name"]
+        if route.kind.namespaced:
+            updated["metadata"]["namespace"] = current["metadata"]["namespace"]
+        updated["kind"], updated["apiVersion"] = route.kind.kind, route.kind.api_version
+        return self._store_update(route, current, updated, dry_run)
+
+    def write_status(self, route, method, headers, body, dry_run):
+        current = self.get(route)
+        updated = self.parse(body) if method == "PUT" else self.apply_patch(route.kind, current, headers, body)
+        return self._store_update(route, current, updated, dry_run, status_write=True)
+
+    def delete(self, route, dry_run):
+        current = self.get(route)
+        if dry_run:
+            return current
+        if route.kind.kind in ("Namespace", "Pod"):
+            # Graceful: marked now, removed by the lab's controllers once its contents or processes are gone.
+            if "deletionTimestamp" not in current["metadata"]:
+                current["metadata"]["deletionTimestamp"] = now_rfc3339()
+                if route.kind.kind == "Namespace":
+                    current["status"] = {"phase": "Terminating"}
+                return self.store.put(route.kind.plural, current)
+            return current
+        self.store.delete(route.kind.plural, route.namespace, route.name)
+        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                "details": {"name": route.name, "group": route.kind.group, "kind": route.kind.plural,
+                            "uid": current["metadata"]["uid"]}}
+
+    # -- the scale subresource ---------------------------------------------------
+
+    @staticmethod
+    def scale_of(obj):
+        labels = ((obj.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+        metadata = obj["metadata"]
+        return {"kind": "Scale", "apiVersion": "autoscaling/v1",
+                "metadata": {"name": metadata["name"], "namespace": metadata.get("namespace"),
+                             "uid": metadata["uid"], "resourceVersion": metadata["resourceVersion"],
+                             "creationTimestamp": metadata["creationTimestamp"]},
+                "spec": {"replicas": obj["spec"].get("replicas", 1)},
+                "status": {"replicas": (obj.get("status") or {}).get("replicas", 0),
+                           "selector": ",".join("%s=%s" % kv for kv in sorted(labels.items()))}}
+
+    def write_scale(self, route, method, headers, body, dry_run):
+        current = self.get(route)
+        scale = self.scale_of(current)
+        if method == "PUT":
+            wanted = self.parse(body)
+        else:
+            style = PATCH_TYPES.get((headers.get("Content-Type") or "").split(";")[0].strip())
+            patch = self.parse(body)
+            wanted = patches.json_patch(scale, patch) if style == "json" else patches.merge_patch(scale, patch)
+        replicas = (wanted.get("spec") or {}).get("replicas")
+        if not isinstance(replicas, int) or replicas < 0:
+            raise ApiError(422, 'Scale.autoscaling "%s" is invalid: spec.replicas: Invalid value' % route.name)
+        updated = copy.deepcopy(current)
+        updated["spec"]["replicas"] = replicas
+        stored = self._store_update(route, current, updated, dry_run)
+        return self.scale_of(stored)
+
+    # -- responses --------------------------------------------------------------------
+
+    @staticmethod
+    def json(status, body):
+        return status, {"Content-Type": "application/json"}, json.dumps(body).encode()
+
+    def error(self, err):
+        return self.json(err.code, err.status())
+
+
+class ApiHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "lab-apiserver"
+
+    def setup(self):
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def log_message(self, *args):
+        pass
+
+    def _serve(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        if self.path.startswith("/lab/"):
+            status, headers, payload = self.server.admin(self.command, self.path, body)
+        else:
+            status, headers, payload = self.server.api.handle(self.command, self.path, self.headers, body)
+        head = ["HTTP/1.1 %d %s" % (status, self.responses.get(status, ("",))[0])]
+        head += ["%s: %s" % item for item in headers.items() if item[0].lower() not in ("content-length",
+                                                                                      "transfer-encoding",
+                                                                                      "connection")]
+        head.append("Content-Length: %d" % len(payload))
+        self.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + payload)
+        self.wfile.flush()
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
+
+
+class ApiHttpServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address, api, admin):
+        super().__init__(address, ApiHandler)
+        self.api = api
+        self.admin = admin
