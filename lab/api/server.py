@@ -13,6 +13,7 @@ the real API server does, so clients can tell "nothing changed".
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import socket
@@ -241,7 +242,8 @@ class ApiServer:
         for field in SERVER_FIELDS:
             obj["metadata"].pop(field, None)
         self.defaults(route.kind, obj)
-        return self.store.create(route.kind.plural, obj, dry_run=dry_run)
+        generation = route.kind.plural in ("deployments", "daemonsets") or not route.kind.builtin
+        return self.store.create(route.kind.plural, obj, dry_run=dry_run, generation=generation)
 
     def defaults(self, kind, obj):
         """The few server-side defaults the lab's controllers and clients rely on."""
@@ -259,6 +261,8 @@ class ApiServer:
         if kind.kind == "Namespace":
             obj.setdefault("status", {"phase": "Active"})
             obj["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = obj["metadata"]["name"]
+        if kind.kind == "Secret":
+            self.secret_data(obj)
         if kind.kind == "PersistentVolumeClaim":
             obj.setdefault("status", {"phase": "Bound", "accessModes": obj["spec"].get("accessModes", []),
                                       "capacity": ((obj["spec"].get("resources") or {}).get("requests") or {})})
@@ -285,6 +289,17 @@ class ApiServer:
         return self.store.put(route.kind.plural, updated, dry_run=dry_run)
 
     @staticmethod
+    def secret_data(obj):
+        """stringData is write-only: the API stores it base64-encoded in data."""
+        string_data = obj.pop("stringData", None) or {}
+        if string_data:
+            data = obj.setdefault("data", {}) or {}
+            for key, value in string_data.items():
+                data[key] = base64.b64encode(str(value).encode()).decode()
+            obj["data"] = data
+        obj.setdefault("type", "Opaque")
+
+    @staticmethod
     def defaults_keep(kind, current, updated):
         """Server-assigned fields a client's full object leaves out stay as they were."""
         if kind.kind == "Service":
@@ -303,6 +318,8 @@ class ApiServer:
         if kind.kind == "Namespace":
             labels = updated["metadata"].setdefault("labels", {})
             labels.setdefault("kubernetes.io/metadata.name", current["metadata"]["name"])
+        if kind.kind == "Secret":
+            ApiServer.secret_data(updated)
 
     def replace(self, route, obj, dry_run):
         self.check_type(route, obj)

@@ -167,11 +167,12 @@ class Store:
                 self._notify(plural, event, obj)
             return copy.deepcopy(obj)
 
-    def create(self, plural, obj, dry_run=False):
+    def create(self, plural, obj, dry_run=False, generation=False):
+        """``generation``: the kind tracks spec changes in metadata.generation (workloads, custom resources)."""
         metadata = obj["metadata"]
         metadata.setdefault("uid", str(uuid.uuid4()))
         metadata.setdefault("creationTimestamp", now_rfc3339())
-        if "spec" in obj or plural in ("deployments", "daemonsets"):
+        if generation:
             metadata["generation"] = 1
         return self.put(plural, obj, dry_run=dry_run, event="ADDED")
 

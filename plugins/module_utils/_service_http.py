@@ -51,11 +51,11 @@ class ServiceEndpoint:
 
     def exchange(self, method, path, body=None, timeout=30, headers=None):
         """(status, text, response headers with lower-case names)."""
-        data = json.dumps(body) if body is not None else None
         headers = dict(headers or {}, **{"Content-Type": "application/json"})
         if self.url:
-            return self._direct(method, path, data, timeout, headers)
-        return self._proxied(method, path, data, timeout, headers)
+            return self._direct(method, path, json.dumps(body) if body is not None else None, timeout, headers)
+        # The kubernetes client serialises the body itself.
+        return self._proxied(method, path, body, timeout, headers)
 
     def request_json(self, method, path, body=None, timeout=30, headers=None):
         status, text = self.request(method, path, body, timeout, headers)
@@ -82,11 +82,18 @@ class ServiceEndpoint:
             except Exception as err:  # the kubernetes client raises many kinds here
                 raise ServiceError("cannot set up the Kubernetes client: %s; check kubeconfig, context and host"
                                    % to_native(err))
-        resource = "/api/v1/namespaces/%s/services/%s:%s/proxy/%s" % (
-            self.namespace, self.service, self.port, path.lstrip("/"))
+        resource = "/api/v1/namespaces/{namespace}/services/{name}/proxy/{path}"
+        params = {"namespace": self.namespace, "name": "%s:%s" % (self.service, self.port),
+                  "path": path.lstrip("/")}
+        headers = dict(headers, Accept="*/*")
         try:
+            if hasattr(self._api, "param_serialize"):  # kubernetes >= 31 (the newer generated client)
+                serialized = self._api.param_serialize(method, resource, path_params=params, header_params=headers,
+                                                       body=data, auth_settings=["BearerToken"])
+                response = self._api.call_api(*serialized, _request_timeout=timeout)
+                return response.status, to_text(response.read()), _lower(response.headers)
             response = self._api.call_api(
-                resource, method, header_params=dict(headers, Accept="*/*"), body=data,
+                resource, method, path_params=params, header_params=headers, body=data,
                 auth_settings=["BearerToken"], _preload_content=False, _request_timeout=timeout,
                 _return_http_data_only=True)
             return response.status, to_text(response.data), _lower(response.headers)

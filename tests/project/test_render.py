@@ -247,7 +247,7 @@ def test_vllm_gpu_free_mode_runs_no_replica(tmp_path):
 def test_ollama_is_pinned_to_its_worker_and_keeps_models_loaded(rendered):
     deployment = find(rendered, "Deployment", "ollama")
     pod = deployment["spec"]["template"]["spec"]
-    assert pod["nodeSelector"] == {"kubernetes.io/hostname": "lab-node"}
+    assert pod["nodeSelector"] == {"kubernetes.io/hostname": "lab-cpu"}
     env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
     assert env["OLLAMA_KEEP_ALIVE"] == "-1"
     assert find(rendered, "PersistentVolumeClaim", "ollama")["spec"]["resources"]["requests"]["storage"] == "50Gi"

@@ -1,0 +1,266 @@
+"""The local lab as one process: the API emulator, the control-plane loop,
+the kubelet's pod workers, the loopback network, and an admin endpoint for
+fault knobs (``/lab/...`` on the API port).
+
+Nodes, as in the reference system: ``lab-server`` (control plane),
+``lab-cpu`` (CPU worker, Ollama's), ``lab-gpu`` (labels ``nvidia.com/gpu=true``,
+``gpu-type=rtx3060``, taint ``gpu=true:NoSchedule``; it advertises one
+``nvidia.com/gpu`` only while the device plugin runs on it)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import threading
+import time
+
+import yaml
+
+from .api.server import ApiHttpServer, ApiServer
+from .api.store import Store, now_rfc3339
+from .controllers import Controllers
+from .kubelet import PodWorker, remove_pod_dir
+from .network import Network
+
+NODES = [
+    ("lab-server", {"node-role.kubernetes.io/control-plane": "true", "node-role.kubernetes.io/master": "true"}, []),
+    ("lab-cpu", {}, []),
+    ("lab-gpu", {"nvidia.com/gpu": "true", "gpu-type": "rtx3060"},
+     [{"key": "gpu", "value": "true", "effect": "NoSchedule"}]),
+]
+SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+
+
+class Pids:
+    """The processes the lab started, on disk too: `lab down` finds them after a crash."""
+
+    def __init__(self, directory):
+        self.directory = directory
+        os.makedirs(directory, exist_ok=True)
+
+    def add(self, pid):
+        with open(os.path.join(self.directory, str(pid)), "w") as handle:
+            handle.write(str(pid))
+
+    def discard(self, pid):
+        try:
+            os.remove(os.path.join(self.directory, str(pid)))
+        except OSError:
+            pass
+
+
+class Lab:
+    def __init__(self, state_dir, port=16443, load_delay=2.0, persist=True, settings=None):
+        self.state_dir = os.path.abspath(state_dir)
+        os.makedirs(self.state_dir, exist_ok=True)
+        self.port = port
+        self.settings = dict(settings or {})
+        self.default_load_delay = load_delay
+        self.faults = {"fail_models": {}, "slow_models": {}}
+        self.store = Store(os.path.join(self.state_dir, "api") if persist else None)
+        self.network = Network(self.store, self.state_dir)
+        self.api = ApiServer(self.store, services=self.network)
+        self.http = ApiHttpServer(("127.0.0.1", port), self.api, self.admin)
+        self.controllers = Controllers(self)
+        self.pids = Pids(os.path.join(self.state_dir, "pids"))
+        self.workers = {}
+        self.stopping = threading.Event()
+        self.wake = threading.Event()
+        self.store.listeners.append(lambda *_: self.wake.set())
+        self.log_file = os.path.join(self.state_dir, "lab.log")
+
+    def log(self, message):
+        with open(self.log_file, "a") as handle:
+            handle.write("%s %s\n" % (now_rfc3339(), message))
+
+    # -- start and stop ----------------------------------------------------------------
+
+    def start(self):
+        self.bootstrap()
+        threading.Thread(target=self.http.serve_forever, name="api", daemon=True).start()
+        threading.Thread(target=self.loop, name="controllers", daemon=True).start()
+        self.write_kubeconfig()
+        return self
+
+    def bootstrap(self):
+        for name in SYSTEM_NAMESPACES:
+            if not self.store.get("namespaces", "", name):
+                self.store.create("namespaces", {"apiVersion": "v1", "kind": "Namespace",
+                                                 "metadata": {"name": name, "labels": {
+                                                     "kubernetes.io/metadata.name": name}},
+                                                 "status": {"phase": "Active"}})
+        for name, labels, taints in NODES:
+            if self.store.get("nodes", "", name):
+                continue
+            self.store.create("nodes", {
+                "apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": name, "labels": dict({"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
+                                                           "kubernetes.io/arch": "amd64"}, **labels)},
+                "spec": {"taints": taints} if taints else {},
+                "status": {"capacity": {"cpu": "8", "memory": "32Gi", "pods": "110"},
+                           "allocatable": {"cpu": "8", "memory": "32Gi", "pods": "110"},
+                           "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                                           "message": "kubelet is posting ready status"}],
+                           "nodeInfo": {"kubeletVersion": "v1.31.4+k3s1", "containerRuntimeVersion": "lab"}}})
+
+    def stop(self):
+        self.stopping.set()
+        self.wake.set()
+        for worker in list(self.workers.values()):
+            worker.stop()
+        for worker in list(self.workers.values()):
+            worker.join(timeout=15)
+        self.network.close()
+        self.http.shutdown()
+        self.http.server_close()
+        self.store.save()
+
+    def write_kubeconfig(self):
+        config = {"apiVersion": "v1", "kind": "Config", "current-context": "lab", "preferences": {},
+                  "clusters": [{"name": "lab", "cluster": {"server": "http://127.0.0.1:%d" % self.port}}],
+                  "contexts": [{"name": "lab", "context": {"cluster": "lab", "user": "lab"}}],
+                  "users": [{"name": "lab", "user": {"token": "lab-admin"}}]}
+        path = os.path.join(self.state_dir, "kubeconfig")
+        with open(path, "w") as handle:
+            yaml.safe_dump(config, handle)
+        os.chmod(path, 0o600)
+        return path
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def loop(self):
+        last_save = time.monotonic()
+        while not self.stopping.is_set():
+            self.wake.wait(0.2)
+            self.wake.clear()
+            try:
+                self.controllers.reconcile()
+                self.kubelet()
+                self.network.reconcile()
+            except Exception as err:  # keep the lab up, but say so
+                self.log("controller pass failed: %r" % err)
+            if time.monotonic() - last_save > 2:
+                self.store.save()
+                last_save = time.monotonic()
+
+    def kubelet(self):
+        seen = set()
+        for pod in self.store.list("pods"):
+            uid = pod["metadata"]["uid"]
+            seen.add(uid)
+            if not pod["spec"].get("nodeName"):
+                continue
+            worker = self.workers.get(uid)
+            if pod["metadata"].get("deletionTimestamp"):
+                if worker:
+                    worker.stop()
+                    if worker.is_alive():
+                        continue
+                    self.workers.pop(uid, None)
+                self.network.release_pod_ip(uid)
+                self.store.delete("pods", pod["metadata"]["namespace"], pod["metadata"]["name"])
+                remove_pod_dir(self.state_dir, pod["metadata"]["namespace"], pod["metadata"]["name"])
+                continue
+            if worker is None:
+                worker = self.workers[uid] = PodWorker(self, pod)
+                worker.start()
+        for uid in [u for u in self.workers if u not in seen]:
+            self.workers.pop(uid).stop()
+
+    # -- helpers for the workers ----------------------------------------------------------
+
+    def update_pod_status(self, namespace, name, uid, status):
+        with self.store.lock:
+            pod = self.store.get("pods", namespace, name)
+            if not pod or pod["metadata"]["uid"] != uid:
+                return
+            old = pod.get("status") or {}
+            stamps = {c["type"]: c for c in old.get("conditions") or []}
+            for condition in status["conditions"]:
+                previous = stamps.get(condition["type"])
+                if previous and previous.get("status") == condition["status"]:
+                    condition["lastTransitionTime"] = previous.get("lastTransitionTime")
+            status["startTime"] = old.get("startTime") or now_rfc3339()
+            if status != old:
+                pod["status"] = status
+                self.store.put("pods", pod)
+
+    def config_data(self, plural, namespace, name):
+        obj = self.store.get(plural, namespace, name) or {}
+        data = dict(obj.get("data") or {})
+        if plural == "secrets":
+            data = {k: base64.b64decode(v).decode() for k, v in data.items()}
+        return data
+
+    def load_delay(self, model):
+        return self.faults["slow_models"].get(model, self.default_load_delay)
+
+    # -- the admin endpoint (fault knobs) ---------------------------------------------------
+
+    def admin(self, method, path, body):
+        try:
+            payload = json.loads(body or b"{}")
+        except ValueError:
+            return self._answer(400, {"error": "body is not JSON"})
+        if path == "/lab/status" and method == "GET":
+            return self._answer(200, self.describe())
+        if path == "/lab/faults" and method == "GET":
+            return self._answer(200, dict(self.faults, api=self.api.faults))
+        if path == "/lab/faults/fail-model" and method == "POST":
+            # {"model": "vllm-r1", "kind": "oom"|"error"} ; kind null clears
+            if payload.get("kind"):
+                self.faults["fail_models"][payload["model"]] = payload["kind"]
+            else:
+                self.faults["fail_models"].pop(payload.get("model"), None)
+            return self._answer(200, self.faults)
+        if path == "/lab/faults/slow-model" and method == "POST":
+            if payload.get("seconds") is None:
+                self.faults["slow_models"].pop(payload.get("model"), None)
+            else:
+                self.faults["slow_models"][payload["model"]] = float(payload["seconds"])
+            return self._answer(200, self.faults)
+        if path == "/lab/faults/api" and method == "POST":
+            # {"mode": "5xx"|"timeout", "requests": N}
+            with self.api.fault_lock:
+                self.api.faults.update(mode=payload.get("mode"), remaining=int(payload.get("requests", 0)))
+            return self._answer(200, self.api.faults)
+        if path == "/lab/kill" and method == "POST":
+            # {"namespace": "ml", "app": "vllm"}: kill the processes of the matching pods (the kubelet restarts them)
+            killed = self.kill(payload.get("namespace", "ml"), payload.get("app"))
+            return self._answer(200, {"killed": killed})
+        return self._answer(404, {"error": "no lab admin endpoint %s %s" % (method, path)})
+
+    @staticmethod
+    def _answer(status, body):
+        return status, {"Content-Type": "application/json"}, json.dumps(body).encode()
+
+    def kill(self, namespace, app):
+        killed = []
+        for worker in list(self.workers.values()):
+            pod = self.store.get("pods", worker.namespace, worker.name)
+            if not pod or worker.namespace != namespace:
+                continue
+            if app and (pod["metadata"].get("labels") or {}).get("app.kubernetes.io/name") != app:
+                continue
+            for container in worker.containers:
+                if container.process and container.process.poll() is None:
+                    container.process.kill()
+                    killed.append("%s/%s:%s" % (worker.namespace, worker.name, container.spec["name"]))
+        return killed
+
+    def describe(self):
+        pods = []
+        for pod in self.store.list("pods"):
+            status = pod.get("status") or {}
+            pods.append({"namespace": pod["metadata"]["namespace"], "name": pod["metadata"]["name"],
+                         "node": pod["spec"].get("nodeName"), "phase": status.get("phase"),
+                         "ip": status.get("podIP"),
+                         "ready": any(c.get("type") == "Ready" and c.get("status") == "True"
+                                      for c in status.get("conditions") or [])})
+        services = [{"namespace": s["metadata"]["namespace"], "name": s["metadata"]["name"],
+                     "clusterIP": (s.get("spec") or {}).get("clusterIP"),
+                     "ports": [p.get("port") for p in (s.get("spec") or {}).get("ports") or []]}
+                    for s in self.store.list("services")]
+        return {"api": "http://127.0.0.1:%d" % self.port, "kubeconfig": os.path.join(self.state_dir, "kubeconfig"),
+                "pods": pods, "services": services, "requests": self.api.requests}

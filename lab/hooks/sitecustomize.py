@@ -1,0 +1,53 @@
+"""Cluster DNS and pod-local addresses for the lab's child processes.
+
+Python imports this module at start-up when its directory is on PYTHONPATH
+(the lab puts it there for the processes it starts). It wraps
+socket.getaddrinfo so that:
+- ``<service>.<namespace>.svc.cluster.local`` and its short forms resolve to
+  the Service's cluster IP, from the table in $LAB_DNS_FILE (what cluster DNS
+  does);
+- with $LAB_POD_IP set, ``127.0.0.1`` and ``localhost`` mean the pod's own
+  address (what a container's loopback means), for probes run "inside" a pod.
+"""
+
+import json
+import os
+import socket
+
+_DNS_FILE = os.environ.get("LAB_DNS_FILE")
+_POD_IP = os.environ.get("LAB_POD_IP")
+_cache = {"mtime": None, "table": {}}
+_original = socket.getaddrinfo
+
+
+def _table():
+    try:
+        mtime = os.stat(_DNS_FILE).st_mtime_ns
+    except (OSError, TypeError):
+        return {}
+    if mtime != _cache["mtime"]:
+        try:
+            with open(_DNS_FILE) as handle:
+                _cache["table"] = json.load(handle)
+            _cache["mtime"] = mtime
+        except (OSError, ValueError):
+            pass
+    return _cache["table"]
+
+
+def _lab_getaddrinfo(host, *args, **kwargs):
+    name = host.decode() if isinstance(host, bytes) else host
+    if isinstance(name, str):
+        if _POD_IP and name in ("127.0.0.1", "localhost"):
+            return _original(_POD_IP, *args, **kwargs)
+        short = name.rstrip(".")
+        address = _table().get(short)
+        if address is None and short.endswith(".svc.cluster.local"):
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known (lab DNS: no Service %s)" % short)
+        if address:
+            return _original(address, *args, **kwargs)
+    return _original(host, *args, **kwargs)
+
+
+if _DNS_FILE or _POD_IP:
+    socket.getaddrinfo = _lab_getaddrinfo

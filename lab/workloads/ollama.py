@@ -1,0 +1,53 @@
+"""FAKE Ollama server (image ollama/ollama): listens where ``OLLAMA_HOST`` says,
+keeps its pulled models in the models directory (the pod's volume, so they
+survive restarts), pulls from a pretend registry, and pays a cold-load delay
+(``LAB_OLLAMA_COLD_LOAD`` seconds) on a model's first use."""
+
+import json
+import os
+import sys
+
+from lab.fakes.ollama import FakeOllama, canonical
+
+REGISTRY = ("qwen2.5:3b", "qwen2.5:7b", "llama3.2:1b", "llama3.2:3b", "mistral:7b")
+
+
+class PersistentOllama(FakeOllama):
+    def __init__(self, address, models_file, **kwargs):
+        self.models_file = models_file
+        saved = []
+        if os.path.exists(models_file):
+            with open(models_file) as handle:
+                saved = json.load(handle)
+        super().__init__(address, models=saved, **kwargs)
+
+    def save(self):
+        with open(self.models_file, "w") as handle:
+            json.dump(sorted(self.models), handle)
+
+
+def main():
+    host, _, port = os.environ.get("OLLAMA_HOST", "127.0.0.1:11434").rpartition(":")
+    models_dir = sys.argv[1] if len(sys.argv) > 1 else "."
+    os.makedirs(models_dir, exist_ok=True)
+    server = PersistentOllama((host, int(port)), os.path.join(models_dir, "lab-models.json"),
+                              registry=REGISTRY, pull_delay=float(os.environ.get("LAB_OLLAMA_PULL_DELAY", "0.2")),
+                              cold_load=float(os.environ.get("LAB_OLLAMA_COLD_LOAD", "1")))
+    original = server.models
+
+    class Saving(set):
+        def add(self, item):
+            super().add(canonical(item))
+            server.save()
+
+        def discard(self, item):
+            super().discard(item)
+            server.save()
+
+    server.models = Saving(original)
+    print("INFO lab fake Ollama on %s:%s, models %s" % (host, port, sorted(server.models)), flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

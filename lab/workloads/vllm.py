@@ -1,0 +1,52 @@
+"""FAKE vLLM server (image vllm/vllm-openai): takes vLLM's own command line.
+
+Like the real API server it opens its port only once the model is loaded
+(``LAB_LOAD_DELAY`` seconds here), serves exactly the ``--served-model-name``
+names (default: the ``--model`` id), answers others with vLLM's 404 body, and
+splits reasoning into ``reasoning_content`` when started with
+``--reasoning-parser``; a DeepSeek-R1 model without it returns raw text with
+only the closing ``</think>``. ``LAB_FAIL`` makes the load fail instead:
+``oom`` (killed, exit 137) or ``error`` (exit 1 with vLLM's kind of message).
+"""
+
+import argparse
+import os
+import sys
+import time
+
+from lab.fakes.openai_compat import FakeChatServer
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser(prog="vllm serve (lab fake)")
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--served-model-name", nargs="+")
+    parser.add_argument("--tokenizer")
+    parser.add_argument("--reasoning-parser")
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--port", type=int, default=8000)
+    args, _ignored = parser.parse_known_args(argv)  # the GPU tuning flags mean nothing here
+    return args
+
+
+def main(argv=None):
+    args = parse(sys.argv[1:] if argv is None else argv)
+    names = args.served_model_name or [args.model]
+    print("INFO lab fake vLLM: loading %s as %s" % (args.model, names), flush=True)
+    time.sleep(float(os.environ.get("LAB_LOAD_DELAY", "2")))
+    failure = os.environ.get("LAB_FAIL")
+    if failure == "oom":
+        print("torch.OutOfMemoryError: CUDA out of memory (lab fault)", flush=True)
+        os._exit(137)
+    if failure:
+        print("ValueError: failed to load model %s (lab fault)" % args.model, flush=True)
+        sys.exit(1)
+    raw = not args.reasoning_parser and "deepseek-r1" in args.model.lower()
+    server = FakeChatServer((args.host, args.port), "vllm", names, reasoning_parser=args.reasoning_parser,
+                            reasoning_raw=raw)
+    print("INFO lab fake vLLM: serving %s on %s:%d" % (names, args.host, args.port), flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
