@@ -2,7 +2,8 @@
 
 Python imports this module at start-up when its directory is on PYTHONPATH
 (the lab puts it there for the processes it starts). It wraps
-socket.getaddrinfo so that:
+socket.getaddrinfo (and uvloop's, which resolves in C and would not see the
+wrap; LiteLLM's proxy runs on uvloop) so that:
 - ``<service>.<namespace>.svc.cluster.local`` and its short forms resolve to
   the Service's cluster IP, from the table in $LAB_DNS_FILE (what cluster DNS
   does);
@@ -49,5 +50,29 @@ def _lab_getaddrinfo(host, *args, **kwargs):
     return _original(host, *args, **kwargs)
 
 
+def _lab_host(host):
+    """The address a lab name stands for, or the name itself."""
+    name = host.decode() if isinstance(host, bytes) else host
+    if not isinstance(name, str):
+        return host
+    if _POD_IP and name in ("127.0.0.1", "localhost"):
+        return _POD_IP
+    return _table().get(name.rstrip("."), host)
+
+
+def _patch_uvloop():
+    try:
+        import uvloop
+    except ImportError:
+        return
+
+    class LabLoop(uvloop.Loop):
+        async def getaddrinfo(self, host, *args, **kwargs):
+            return await super().getaddrinfo(_lab_host(host), *args, **kwargs)
+
+    uvloop.Loop = LabLoop
+
+
 if _DNS_FILE or _POD_IP:
     socket.getaddrinfo = _lab_getaddrinfo
+    _patch_uvloop()
