@@ -59,7 +59,7 @@ class Lab:
         self.default_load_delay = load_delay
         self.faults = {"fail_models": {}, "slow_models": {}}
         self.store = Store(os.path.join(self.state_dir, "api") if persist else None)
-        self.network = Network(self.store, self.state_dir)
+        self.network = Network(self.store, self.state_dir, lab_index=port)
         self.api = ApiServer(self.store, services=self.network)
         self.http = ApiHttpServer(("127.0.0.1", port), self.api, self.admin)
         self.controllers = Controllers(self)

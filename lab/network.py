@@ -1,8 +1,9 @@
 """The lab's cluster network, all on loopback (127.0.0.0/8 is loopback on Linux).
 
-- Each pod gets its own address in 127.10.0.0/16 and its processes bind there
-  on their real container ports; each Service gets a cluster IP in
-  127.20.0.0/16 and keeps its real port.
+- Each pod gets its own address in 127.(100+n).0.0/16 and its processes bind
+  there on their real container ports; each Service gets a cluster IP in
+  127.(150+n).0.0/16 and keeps its real port (n = the API port modulo 50, so
+  two labs on one machine do not share addresses).
 - kube-proxy: a TCP listener per Service port forwards to a ready endpoint; with
   no ready endpoint the listener is closed, so clients get "connection refused",
   as kube-proxy's REJECT rule gives them.
@@ -24,7 +25,6 @@ import threading
 
 from .api.errors import ApiError
 
-POD_NET, SERVICE_NET = "127.10", "127.20"
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
               "transfer-encoding", "upgrade", "content-length", "authorization", "host"}
 
@@ -58,8 +58,10 @@ def target_port(service_port, pod):
 
 
 class Network:
-    def __init__(self, store, state_dir):
+    def __init__(self, store, state_dir, lab_index=0):
         self.store = store
+        self.pod_net = "127.%d" % (100 + lab_index % 50)
+        self.service_net = "127.%d" % (150 + lab_index % 50)
         self.dns_file = os.path.join(state_dir, "dns.json")
         self.lock = threading.RLock()
         self.listeners = {}          # (ip, port) -> ServiceListener
@@ -74,7 +76,7 @@ class Network:
     def allocate_ip(self, namespace, name):
         taken = {(s.get("spec") or {}).get("clusterIP") for s in self.store.list("services")}
         while True:
-            address = _address(SERVICE_NET, next(self.service_index))
+            address = _address(self.service_net, next(self.service_index))
             if address not in taken:
                 return address
 
@@ -83,7 +85,7 @@ class Network:
             if uid not in self.pod_ips:
                 used = set(self.pod_ips.values())
                 while True:
-                    address = _address(POD_NET, next(self.counters))
+                    address = _address(self.pod_net, next(self.counters))
                     if address not in used:
                         break
                 self.pod_ips[uid] = address
