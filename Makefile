@@ -1,13 +1,14 @@
-# `make render`: what site.yml would apply, written to ./render (no cluster needed).
+# `make demo`:   the main job on the local lab: converge site.yml, switch GPU modes, chat.
 # `make test`:   everything CI runs. Both install what they need (a venv cached
 #                outside the checkout, keyed by the pinned requirements).
+# `make render`: what site.yml would apply, written to ./render (no cluster needed).
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 VENV := $(shell ./scripts/venv.sh)
 export PATH := $(VENV)/bin:$(PATH)
 RENDER_DIR ?= render
 
-.PHONY: test lint sanity pytest render docs system-deps
+.PHONY: demo test lint sanity pytest render docs system-deps lab-up lab-down lab-status
 
 test: lint sanity pytest
 
@@ -22,6 +23,18 @@ pytest: system-deps
 
 system-deps:
 	./scripts/system-deps.sh
+
+demo:
+	python scripts/demo.py
+
+lab-up:
+	python -m lab up
+
+lab-down:
+	python -m lab down
+
+lab-status:
+	python -m lab status
 
 render:
 	ansible-playbook site.yml --tags render -e render_dir=$(RENDER_DIR)

@@ -64,6 +64,14 @@ def only_secrets(objects):
     return _manifest.split_secrets(objects)[1]
 
 
+def checkable(objects, existing_namespaces):
+    return _manifest.by_namespace_presence(objects, existing_namespaces)[0]
+
+
+def uncheckable(objects, existing_namespaces):
+    return _manifest.by_namespace_presence(objects, existing_namespaces)[1]
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -72,4 +80,6 @@ class FilterModule:
             "redact_secrets": redact_secrets,
             "without_secrets": without_secrets,
             "only_secrets": only_secrets,
+            "checkable": checkable,
+            "uncheckable": uncheckable,
         }

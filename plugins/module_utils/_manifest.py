@@ -36,3 +36,17 @@ def split_secrets(objects):
     """(non-secret objects, Secret objects): Secrets are applied with no_log."""
     return ([o for o in objects if o.get("kind") != "Secret"],
             [o for o in objects if o.get("kind") == "Secret"])
+
+
+def by_namespace_presence(objects, existing):
+    """(objects a dry run can check, objects in namespaces that do not exist yet).
+
+    A server-side dry run of an object in a namespace that the same run
+    creates fails with 404 on a real API server: check mode reports those as
+    to be created instead of failing."""
+    existing = set(existing)
+    ready, pending = [], []
+    for obj in objects:
+        namespace = (obj.get("metadata") or {}).get("namespace")
+        (pending if namespace and namespace not in existing else ready).append(obj)
+    return ready, pending
