@@ -221,9 +221,10 @@ class Lab:
                 self.faults["slow_models"][payload["model"]] = float(payload["seconds"])
             return self._answer(200, self.faults)
         if path == "/lab/faults/api" and method == "POST":
-            # {"mode": "5xx"|"timeout", "requests": N}
+            # {"mode": "5xx"|"timeout", "requests": N, "after_patch_of": "deployments" (optional)}
             with self.api.fault_lock:
-                self.api.faults.update(mode=payload.get("mode"), remaining=int(payload.get("requests", 0)))
+                self.api.faults.update(mode=payload.get("mode"), remaining=int(payload.get("requests", 0)),
+                                       after_patch_of=payload.get("after_patch_of"))
             return self._answer(200, self.api.faults)
         if path == "/lab/kill" and method == "POST":
             # {"namespace": "ml", "app": "vllm"}: kill the processes of the matching pods (the kubelet restarts them)

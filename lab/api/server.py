@@ -57,7 +57,9 @@ class ApiServer:
         self.store = store
         self.services = services          # the lab's service proxy backend (resolves endpoints)
         self.validator = _validator() if validate else None
-        self.faults = {"mode": None, "remaining": 0}
+        # The API fault knob: fail `remaining` requests with `mode`; with `after_patch_of` set
+        # ("deployments"), only once a PATCH of that resource has gone through ("during a switch").
+        self.faults = {"mode": None, "remaining": 0, "after_patch_of": None}
         self.fault_lock = threading.Lock()
         self.requests = 0
 
@@ -105,7 +107,9 @@ class ApiServer:
             if route.sub == "proxy" and route.kind.plural == "services":
                 return self.services.proxy(method, route.namespace, route.name, route.rest, query, headers, body)
             dry_run = "All" in query.get("dryRun", [])
-            return self.json(*self.dispatch(method, route, query, headers, body, dry_run, path))
+            answer = self.json(*self.dispatch(method, route, query, headers, body, dry_run, path))
+            self.arm_fault(method, path)
+            return answer
         except ApiError as err:
             return self.error(err)
 
@@ -113,10 +117,17 @@ class ApiServer:
         if path.startswith("/lab/"):
             return None
         with self.fault_lock:
-            if self.faults["remaining"] > 0:
+            if self.faults["remaining"] > 0 and not self.faults.get("after_patch_of"):
                 self.faults["remaining"] -= 1
                 return self.faults["mode"]
         return None
+
+    def arm_fault(self, method, path):
+        """A PATCH of the watched resource went through: the burst starts with the next request."""
+        with self.fault_lock:
+            watched = self.faults.get("after_patch_of")
+            if watched and method == "PATCH" and "/%s/" % watched in path:
+                self.faults["after_patch_of"] = None
 
     @staticmethod
     def discovery(method, path):

@@ -15,7 +15,7 @@ import json
 import time
 
 from ansible_collections.homelab.inference.plugins.module_utils import _gpu_mode
-from ansible_collections.homelab.inference.plugins.module_utils._kube_access import Conflict
+from ansible_collections.homelab.inference.plugins.module_utils._kube_access import Conflict, KubeError
 from ansible_collections.homelab.inference.plugins.module_utils._service_http import ServiceError
 
 # Polls start fast and slow down, never beyond this: a finished rollout is
@@ -96,6 +96,7 @@ class GpuModeSwitch:
         if check_mode:
             return result
         self.lock()
+        failure = None
         try:
             # Someone else may have switched while we waited for the lock.
             deployment = self.read()
@@ -118,12 +119,24 @@ class GpuModeSwitch:
                 raise SwitchFailed("switch to %s failed: %s; rolled back to %s (verified)"
                                    % (target, failure, previous), result)
             return result
+        except SwitchFailed as err:
+            failure = err
+            raise
         finally:
-            self.unlock()
+            released = self.unlock()
             self.timings["total"] = round(self.clock() - began, 3)
+            if not released and failure is not None:
+                failure.args = ("%s; the lock could not be released (it expires in %ss)"
+                                % (failure, self.params["lock_duration"]),)
 
     def apply(self, target, deployment, phase=""):
         """Patch, wait, verify one mode; raises SwitchFailed with the reason."""
+        try:
+            return self._apply(target, deployment, phase)
+        except KubeError as err:  # the API failing mid-switch is a failed switch, not a crash
+            raise SwitchFailed(str(err), {})
+
+    def _apply(self, target, deployment, phase):
         began = self.clock()
         patch = _gpu_mode.switch_patch(deployment, target, self.table, self.params["container"])
         patched = self.kube.patch_deployment(self.namespace, self.name, patch)
@@ -259,10 +272,18 @@ class GpuModeSwitch:
             self.sleep(min(1.0, max(0.05, left)))
         self.timings["lock"] = round(self.clock() - began, 3)
 
-    def unlock(self):
-        lease = self.kube.get_lease(self.namespace, self.params["lock_name"])
-        if lease and (lease.get("spec") or {}).get("holderIdentity") == self.holder:
-            self.kube.delete_lease(self.namespace, self.params["lock_name"])
+    def unlock(self, attempts=20):
+        """Release the lock if it is still ours; retried through a short API outage. True when released."""
+        for attempt in range(attempts):
+            try:
+                lease = self.kube.get_lease(self.namespace, self.params["lock_name"])
+                if lease and (lease.get("spec") or {}).get("holderIdentity") == self.holder:
+                    self.kube.delete_lease(self.namespace, self.params["lock_name"])
+                return True
+            except KubeError:
+                if attempt + 1 < attempts:
+                    self.sleep(0.25)
+        return False
 
 
 def _error_text(text):
