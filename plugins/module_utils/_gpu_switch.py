@@ -106,18 +106,18 @@ class GpuModeSwitch:
                 return result
             try:
                 result["verified"] = self.apply(target, deployment)
-            except SwitchFailed as failure:
+            except SwitchFailed as broken:
                 if not (self.params["rollback"] and previous and previous != target):
-                    raise SwitchFailed("switch to %s failed: %s" % (target, failure), result)
+                    raise SwitchFailed("switch to %s failed: %s" % (target, broken), result)
                 result["rolled_back"] = True
                 result["mode"], result["model"] = previous, self.table[previous]["vllm_model"]
                 try:
-                    result["verified"] = self.apply(previous, self.read(), phase="rollback_")
+                    result["verified"] = self.apply(previous, None, phase="rollback_")
                 except SwitchFailed as second:
                     raise SwitchFailed("switch to %s failed: %s; rolling back to %s failed too: %s"
-                                       % (target, failure, previous, second), result)
+                                       % (target, broken, previous, second), result)
                 raise SwitchFailed("switch to %s failed: %s; rolled back to %s (verified)"
-                                   % (target, failure, previous), result)
+                                   % (target, broken, previous), result)
             return result
         except SwitchFailed as err:
             failure = err
@@ -138,6 +138,8 @@ class GpuModeSwitch:
 
     def _apply(self, target, deployment, phase):
         began = self.clock()
+        if deployment is None:
+            deployment = self.read()
         patch = _gpu_mode.switch_patch(deployment, target, self.table, self.params["container"])
         patched = self.kube.patch_deployment(self.namespace, self.name, patch)
         self.timings[phase + "patch"] = round(self.clock() - began, 3)

@@ -69,7 +69,7 @@ class KubeAccess:
         if isinstance(err, DynamicApiError):
             summary = getattr(err, "summary", None)
             detail = summary() if callable(summary) else to_native(err)
-            return "%s: %s" % (doing, " ".join(str(detail).split())[:300])
+            return "%s: %s%s" % (doing, "%s " % status if status else "", " ".join(str(detail).split())[:300])
         reason = getattr(err, "reason", None) or err
         return "%s at %s: %s; check kubeconfig, context and host" % (doing, host, " ".join(to_native(reason).split())[:300])
 

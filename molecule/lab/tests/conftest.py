@@ -19,6 +19,11 @@ PORT = int(os.environ.get("LAB_PORT", "16444"))
 
 from lab.playbook import ansible_playbook  # noqa: E402
 
+# Molecule's own Ansible settings (its inventory, config, paths) must not leak into the
+# project's playbooks: they run as a user runs them, with the project's ansible.cfg.
+for _name in [n for n in os.environ if n.startswith("ANSIBLE_")]:
+    del os.environ[_name]
+
 
 def api(method, path, body=None, content_type="application/json"):
     request = urllib.request.Request("http://127.0.0.1:%d%s" % (PORT, path), method=method,

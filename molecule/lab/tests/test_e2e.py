@@ -50,7 +50,10 @@ def test_the_real_litellm_serves_the_rendered_config():
                                                            + ["default"])
     status, body, headers = litellm("POST", "/v1/chat/completions",
                                     {"model": "default", "messages": [{"role": "user", "content": "hi"}]})
-    assert status == 200 and headers["x-litellm-model-group"] == "vllm-qwen"
+    # `default` is the chain head's alias: answered by vLLM itself, not by a fallback tier.
+    assert status == 200 and headers["x-litellm-model-group"] == "default"
+    assert headers["x-litellm-attempted-fallbacks"] == "0"
+    assert body["choices"][0]["message"]["content"] == "Hello from the fake model."
 
 
 def test_paperless_used_litellm_with_the_managed_model_and_key_despite_a_stale_env():
