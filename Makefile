@@ -8,9 +8,9 @@ VENV := $(shell ./scripts/venv.sh)
 export PATH := $(VENV)/bin:$(PATH)
 RENDER_DIR ?= render
 
-.PHONY: demo test lint sanity pytest render docs system-deps lab-up lab-down lab-status
+.PHONY: demo test lint sanity pytest molecule render docs system-deps lab-up lab-down lab-status
 
-test: lint sanity pytest
+test: lint sanity pytest molecule
 
 lint:
 	ansible-lint --profile production
@@ -20,6 +20,9 @@ sanity:
 
 pytest: system-deps
 	pytest -q -n auto tests/unit tests/project
+
+molecule: system-deps
+	molecule test -s lab
 
 system-deps:
 	./scripts/system-deps.sh
