@@ -19,7 +19,7 @@ sanity:
 	./scripts/sanity.sh
 
 pytest: system-deps
-	pytest -q -n auto tests/unit tests/project
+	pytest -q -n auto --dist loadfile tests/unit tests/project
 
 molecule: system-deps
 	molecule test -s lab
