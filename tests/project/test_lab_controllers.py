@@ -172,3 +172,19 @@ def test_lab_down_leaves_no_process_and_no_port(tmp_path):
         assert probe.connect_ex(("127.0.0.1", port)) != 0, "the API port is closed"
     status = subprocess.run(lab + ["status"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
     assert status.returncode == 3 and "down" in status.stdout
+
+
+def test_state_persists_across_down_and_up_when_kept(tmp_path):
+    first = start_lab(tmp_path, persist=True)
+    call(first, "POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ml"}})
+    created = call(first, "POST", "/api/v1/namespaces/ml/configmaps",
+                   {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kept"}, "data": {"a": "1"}})[1]
+    first.stop()
+    second = start_lab(tmp_path, persist=True)
+    try:
+        status, again = call(second, "GET", "/api/v1/namespaces/ml/configmaps/kept")
+        assert status == 200 and again["data"] == {"a": "1"}
+        assert again["metadata"]["uid"] == created["metadata"]["uid"]
+        assert again["metadata"]["resourceVersion"] == created["metadata"]["resourceVersion"]
+    finally:
+        second.stop()
