@@ -23,6 +23,9 @@ pytest: system-deps
 
 molecule: system-deps
 	molecule test -s lab
+	./scripts/build-debian-image.sh
+	mkdir -p $(HOME)/.cache/homelab-inference/apt-debian12
+	molecule test -s gpu_worker
 
 system-deps:
 	./scripts/system-deps.sh
