@@ -16,6 +16,15 @@ CASES = {
         "nvidia_driver", ["-e", "ansible_distribution=Debian", "-e", "ansible_distribution_major_version=12",
                           "-e", "nvidia_driver_branch=550"],
         "nvidia_driver_branch: 550 is not available on Debian-12; use one of 535"),
+    "CUDA repository on Debian": (
+        "nvidia_driver", ["-e", "ansible_distribution=Debian", "-e", "ansible_distribution_major_version=12",
+                          "-e", '{"nvidia_driver_cuda_repo": true}'],
+        "nvidia_driver_cuda_repo: only for Ubuntu; on Debian-12 the driver comes from Debian's non-free component"),
+    "branch not in the archive nor in the CUDA repository": (
+        "nvidia_driver", ["-e", "ansible_distribution=Ubuntu", "-e", "ansible_distribution_version=22.04",
+                          "-e", '{"nvidia_driver_cuda_repo": true}', "-e", "nvidia_driver_branch=590"],
+        "nvidia_driver_branch: 590 is not available on Ubuntu-22.04 with the CUDA repository; use one of 535, 550, "
+        "570, 470, 560, 565, 575, 580"),
     "missing token": (
         "k3s_agent", ["-e", "k3s_agent_server_url=https://k3s:6443"],
         "k3s_agent_server_url must be the server's https URL (got 'https://k3s:6443'), k3s_agent_token must be set"),
