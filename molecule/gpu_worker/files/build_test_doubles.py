@@ -58,6 +58,12 @@ def build_deb(out, name, depends, programs, version):
             control.insert(3, "Depends: " + ", ".join(d.format(v=version) for d in depends))
         with open(os.path.join(root, "DEBIAN", "control"), "w") as handle:
             handle.write("\n".join(control) + "\n")
+        # Every Debian package ships at least its copyright file; dpkg treats a
+        # package without any file as gone when others unpack in the same run.
+        docs = os.path.join(root, "usr", "share", "doc", name)
+        os.makedirs(docs)
+        with open(os.path.join(docs, "copyright"), "w") as handle:
+            handle.write("TEST DOUBLE of NVIDIA's %s, built by the homelab.inference gpu_worker scenario.\n" % name)
         os.makedirs(os.path.join(root, "usr", "bin"))
         for program in programs:
             path = os.path.join(root, "usr", "bin", program)
