@@ -30,7 +30,6 @@ import http.client
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import threading
@@ -42,6 +41,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from lab.gateway_rig import MASTER_KEY, PROVIDER_KEYS, Gateway, Upstreams, render_gateway  # noqa: E402
+from report import write_report  # noqa: E402
 
 # The reference system serves vLLM's model under its Hugging Face id; vLLM can
 # answer to several names (--served-model-name), so one FAKE serves both.
@@ -315,12 +315,7 @@ def main():
                     "steady_state_over_normal_ms": 10, "failed_requests_through_kill": 0},
         "verdicts": verdicts(results["rendered"], results["reference"], vllm_timeout),
     }
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as handle:
-        json.dump(report, handle, indent=2)
-        handle.write("\n")
-    json.dump(report, sys.stdout, indent=2)
-    print()
+    write_report(report, args.out)
 
 
 if __name__ == "__main__":

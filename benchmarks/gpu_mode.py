@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import statistics
@@ -40,6 +39,7 @@ from ansible_collections.homelab.inference.plugins.module_utils._service_http im
 from ansible_collections.homelab.inference.plugins.modules import gpu_mode  # noqa: E402
 from lab.fakes.kube_client import FakeKube  # noqa: E402
 from lab.gateway_rig import MASTER_KEY, Gateway, Upstreams, render_gateway  # noqa: E402
+from report import write_report  # noqa: E402
 
 SEQUENCE = ["r1", "gaming", "ml", "ml"]  # the last one is a no-op
 
@@ -157,12 +157,7 @@ def main():
         "targets": {"module_overhead_s": 1.0},
         "verdicts": {"module_overhead_le_1s": max(r["overhead_s"] for r in switches) <= 1.0},
     }
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as handle:
-        json.dump(report, handle, indent=2)
-        handle.write("\n")
-    json.dump(report, sys.stdout, indent=2)
-    print()
+    write_report(report, args.out)
 
 
 if __name__ == "__main__":

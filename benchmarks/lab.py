@@ -22,7 +22,6 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 
 import yaml
@@ -32,6 +31,8 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, ".collections")]
 
 from ansible_collections.homelab.inference.plugins.module_utils import _gpu_mode  # noqa: E402
 from lab.playbook import ansible_playbook  # noqa: E402
+from lab.api_client import api_request  # noqa: E402
+from report import write_report  # noqa: E402
 
 STATE = os.path.join(ROOT, ".lab-bench")
 PORT = 16445
@@ -45,14 +46,7 @@ def lab(*args):
 
 
 def api(method, path, body=None, content_type="application/merge-patch+json"):
-    request = urllib.request.Request("http://127.0.0.1:%d%s" % (PORT, path), method=method,
-                                     data=json.dumps(body).encode() if body is not None else None,
-                                     headers={"Content-Type": content_type})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read() or b"{}")
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read() or b"{}")
+    return api_request(PORT, method, path, body, content_type)
 
 
 def timed_playbook(*args, json_output=False):
@@ -190,12 +184,7 @@ def main():
     }
     report["targets"] = {"module_overhead_s": 1.0}
     report["verdicts"] = {"module_overhead_le_1s": max(overheads) <= 1.0}
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as handle:
-        json.dump(report, handle, indent=2)
-        handle.write("\n")
-    json.dump(report, sys.stdout, indent=2)
-    print()
+    write_report(report, args.out)
 
 
 if __name__ == "__main__":

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.error
 import urllib.request
 
+from lab.api_client import api_request
 from lab.cluster import Lab
 from lab.gateway_rig import free_port
 
@@ -25,14 +24,7 @@ def start_lab(tmp_path, load_delay=0.5, persist=False):
 
 def call(lab, method, path, body=None, content_type="application/json"):
     """(status, parsed body) of a raw API request."""
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request("http://127.0.0.1:%d%s" % (lab.port, path), data=data, method=method,
-                                     headers={"Content-Type": content_type})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read() or b"{}")
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read() or b"{}")
+    return api_request(lab.port, method, path, body, content_type)
 
 
 def wait_for(predicate, timeout=30, interval=0.1):

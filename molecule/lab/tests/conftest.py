@@ -18,6 +18,7 @@ STATE = os.environ.get("LAB_STATE_DIR", os.path.join(ROOT, ".lab-molecule"))
 PORT = int(os.environ.get("LAB_PORT", "16444"))
 
 from lab.playbook import ansible_playbook  # noqa: E402
+from lab.api_client import api_request  # noqa: E402
 
 # Molecule's own Ansible settings (its inventory, config, paths) must not leak into the
 # project's playbooks: they run as a user runs them, with the project's ansible.cfg.
@@ -26,14 +27,7 @@ for _name in [n for n in os.environ if n.startswith("ANSIBLE_")]:
 
 
 def api(method, path, body=None, content_type="application/json"):
-    request = urllib.request.Request("http://127.0.0.1:%d%s" % (PORT, path), method=method,
-                                     data=json.dumps(body).encode() if body is not None else None,
-                                     headers={"Content-Type": content_type})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read() or b"{}")
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read() or b"{}")
+    return api_request(PORT, method, path, body, content_type)
 
 
 def master_key():
