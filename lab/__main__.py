@@ -7,6 +7,8 @@
     python -m lab fault slow-model vllm-r1 --seconds 30
     python -m lab fault api --mode 5xx|timeout --requests 5
     python -m lab fault kill --app vllm [--namespace ml]
+    python -m lab fault gpu-driver [--version 535.261.03]   (no version: the lab's default driver)
+    python -m lab fault device-plugin [--fail "ERROR_LIBRARY_NOT_FOUND"]   (no --fail: healed)
 
 ``up`` starts the lab in the background (its own process group, pid file in
 the state dir) and prints the kubeconfig and the endpoints; ``down`` stops it
@@ -176,6 +178,10 @@ def cmd_fault(args):
         result = admin(port, "POST", "/lab/faults/slow-model", {"model": args.model, "seconds": args.seconds})
     elif args.fault == "api":
         result = admin(port, "POST", "/lab/faults/api", {"mode": args.mode, "requests": args.requests})
+    elif args.fault == "gpu-driver":
+        result = admin(port, "POST", "/lab/faults/gpu-driver", {"version": args.version})
+    elif args.fault == "device-plugin":
+        result = admin(port, "POST", "/lab/faults/device-plugin", {"fail": args.fail})
     else:
         result = admin(port, "POST", "/lab/kill", {"namespace": args.namespace, "app": args.app})
     print(json.dumps(result))
@@ -207,6 +213,10 @@ def main(argv=None):
     api = faults.add_parser("api")
     api.add_argument("--mode", choices=["5xx", "timeout"], default="5xx")
     api.add_argument("--requests", type=int, default=5)
+    driver = faults.add_parser("gpu-driver", help="the driver version nvidia-smi reports in GPU pods")
+    driver.add_argument("--version")
+    plugin = faults.add_parser("device-plugin", help="make the NVIDIA device plugin crash-loop")
+    plugin.add_argument("--fail", help="why it fails (its log line); omit to heal it")
     kill = faults.add_parser("kill")
     kill.add_argument("--app", required=True)
     kill.add_argument("--namespace", default="ml")

@@ -30,6 +30,8 @@ NODES = [
      [{"key": "gpu", "value": "true", "effect": "NoSchedule"}]),
 ]
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+GPU = {"name": "NVIDIA GeForce RTX 3060", "driver_version": "580.95.05", "memory_total_mib": 12288,
+       "memory_used_mib": 1, "uuid": "GPU-0b5c3a52-7f0e-4c1e-9a51-3060a1ab0001"}
 
 
 class Pids:
@@ -57,10 +59,14 @@ class Lab:
         self.port = port
         self.settings = dict(settings or {})
         self.default_load_delay = load_delay
-        self.faults = {"fail_models": {}, "slow_models": {}}
+        self.faults = {"fail_models": {}, "slow_models": {}, "device_plugin": None}
+        # The GPU worker's card and driver, as nvidia-smi in a GPU pod reports them: an RTX 3060 12 GB
+        # on the nvidia_driver role's default branch (`python -m lab fault gpu-driver` changes it).
+        self.gpu = dict(GPU)
         self.store = Store(os.path.join(self.state_dir, "api") if persist else None)
         self.network = Network(self.store, self.state_dir, lab_index=port)
         self.api = ApiServer(self.store, services=self.network)
+        self.api.logs = self.container_log
         self.http = ApiHttpServer(("127.0.0.1", port), self.api, self.admin)
         self.controllers = Controllers(self)
         self.pids = Pids(os.path.join(self.state_dir, "pids"))
@@ -186,6 +192,16 @@ class Lab:
                 pod["status"] = status
                 self.store.put("pods", pod)
 
+    def container_log(self, pod, container):
+        """What a container wrote (all its runs), or None when it never started."""
+        path = os.path.join(self.state_dir, "pods", pod["metadata"]["namespace"], pod["metadata"]["name"],
+                            "%s.log" % container)
+        try:
+            with open(path, encoding="utf-8", errors="replace") as handle:
+                return handle.read()
+        except OSError:
+            return None
+
     def config_data(self, plural, namespace, name):
         obj = self.store.get(plural, namespace, name) or {}
         data = dict(obj.get("data") or {})
@@ -226,6 +242,15 @@ class Lab:
                 self.api.faults.update(mode=payload.get("mode"), remaining=int(payload.get("requests", 0)),
                                        after_patch_of=payload.get("after_patch_of"))
             return self._answer(200, self.api.faults)
+        if path == "/lab/faults/gpu-driver" and method == "POST":
+            # {"version": "535.261.03"}; null restores the lab's default driver
+            self.gpu["driver_version"] = payload.get("version") or GPU["driver_version"]
+            return self._answer(200, self.gpu)
+        if path == "/lab/faults/device-plugin" and method == "POST":
+            # {"fail": "<why>"}: the device plugin crash-loops (restarted now); null or "" heals it
+            self.faults["device_plugin"] = payload.get("fail") or None
+            self.kill("kube-system", None, image="k8s-device-plugin")
+            return self._answer(200, self.faults)
         if path == "/lab/kill" and method == "POST":
             # {"namespace": "ml", "app": "vllm"}: kill the processes of the matching pods (the kubelet restarts them)
             killed = self.kill(payload.get("namespace", "ml"), payload.get("app"))
@@ -236,7 +261,7 @@ class Lab:
     def _answer(status, body):
         return status, {"Content-Type": "application/json"}, json.dumps(body).encode()
 
-    def kill(self, namespace, app):
+    def kill(self, namespace, app, image=None):
         killed = []
         for worker in list(self.workers.values()):
             pod = self.store.get("pods", worker.namespace, worker.name)
@@ -245,6 +270,8 @@ class Lab:
             if app and (pod["metadata"].get("labels") or {}).get("app.kubernetes.io/name") != app:
                 continue
             for container in worker.containers:
+                if image and image not in container.spec.get("image", ""):
+                    continue
                 if container.process and container.process.poll() is None:
                     container.process.kill()
                     killed.append("%s/%s:%s" % (worker.namespace, worker.name, container.spec["name"]))

@@ -40,6 +40,10 @@ class ImageUnavailable(Exception):
     pass
 
 
+class StartFailure(Exception):
+    """The runtime could not start the container's process (containerd's StartError, exit code 128)."""
+
+
 def image_family(image):
     name = image.rsplit("/", 1)[-1].split(":", 1)[0].split("@", 1)[0]
     if "litellm" in image:
@@ -96,6 +100,7 @@ class PodWorker(threading.Thread):
         self.init_containers = [Container(c, init=True) for c in self.spec.get("initContainers") or []]
         self.containers = [Container(c) for c in self.spec.get("containers") or []]
         self.mounts = {}
+        self.restart_policy = self.spec.get("restartPolicy", "Always")
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -175,6 +180,10 @@ class PodWorker(threading.Thread):
                "HOME": os.environ.get("HOME", "/root"), "LANG": "C.UTF-8",
                "PYTHONPATH": os.pathsep.join([HOOKS, ROOT]), "LAB_DNS_FILE": self.lab.network.dns_file,
                "HOSTNAME": self.name, "LAB_POD_NAME": self.name}
+        if container_gpus(container.spec):
+            # What the NVIDIA device plugin's Allocate answers for a container given the GPU
+            # (k8s-device-plugin v0.17, the default envvar strategy).
+            env["NVIDIA_VISIBLE_DEVICES"] = self.lab.gpu["uuid"]
         for source in container.spec.get("envFrom") or []:
             if "configMapRef" in source:
                 env.update(self.lab.config_data("configmaps", self.namespace, source["configMapRef"]["name"]))
@@ -204,6 +213,8 @@ class PodWorker(threading.Thread):
         python = [sys.executable, "-m"]
         if family == "litellm":
             return [litellm_executable()] + args + ["--host", self.ip], {}, self.dir
+        if family == "vllm" and spec.get("command"):
+            return self.gpu_tool(spec["command"] + args), self.gpu_environment(), self.dir
         if family == "vllm":
             served = _served(spec.get("args") or [])
             extra = {"LAB_LOAD_DELAY": str(self.lab.load_delay(served))}
@@ -227,8 +238,27 @@ class PodWorker(threading.Thread):
                 return argv, {"PAPERLESS_AI_ENV_FILE": os.path.join(data, ".env")}, self.dir
             return python + ["lab.workloads.paperless_ai", data], {}, self.dir
         if family == "device-plugin":
-            return python + ["lab.workloads.idle"], {}, self.dir
+            failure = self.lab.faults.get("device_plugin")
+            return python + ["lab.workloads.idle"], {"LAB_FAIL": failure} if failure else {}, self.dir
         raise ImageUnavailable("the lab has no program for image %s" % spec.get("image"))
+
+    def gpu_tool(self, argv):
+        """A CUDA image's command: the lab runs only nvidia-smi, which the NVIDIA runtime injects."""
+        if os.path.basename(argv[0]) != "nvidia-smi":
+            raise ImageUnavailable("the lab runs no command %r in a CUDA image (only nvidia-smi)" % argv[0])
+        if self.spec.get("runtimeClassName") != "nvidia":
+            # Without the NVIDIA runtime nothing mounts the driver's tools into the container
+            # (nvidia-container-toolkit 1.18: the runtime's CDI edits add nvidia-smi).
+            raise StartFailure('failed to create containerd task: failed to create shim task: OCI runtime create '
+                               'failed: runc create failed: unable to start container process: error during '
+                               'container init: exec: "nvidia-smi": executable file not found in $PATH: unknown')
+        return [sys.executable, "-m", "lab.workloads.nvidia_smi"] + argv[1:]
+
+    def gpu_environment(self):
+        gpu = self.lab.gpu
+        return {"LAB_GPU_DRIVER_VERSION": gpu["driver_version"], "LAB_GPU_NAME": gpu["name"],
+                "LAB_GPU_UUID": gpu["uuid"], "LAB_GPU_MEMORY_TOTAL_MIB": str(gpu["memory_total_mib"]),
+                "LAB_GPU_MEMORY_USED_MIB": str(gpu["memory_used_mib"])}
 
     def start_container(self, container):
         env = self.environment(container)
@@ -238,6 +268,12 @@ class PodWorker(threading.Thread):
         except ImageUnavailable as err:
             container.state = {"waiting": {"reason": "ErrImagePull", "message": str(err)}}
             container.next_start = time.monotonic() + 3600
+            return
+        except StartFailure as err:
+            stamp = now_rfc3339()
+            container.last_state = {"terminated": {"exitCode": 128, "reason": "StartError", "message": str(err),
+                                                   "startedAt": stamp, "finishedAt": stamp}}
+            self.after_exit(container, 128, time.monotonic())
             return
         env.update(extra)
         log = open(os.path.join(self.dir, "%s.log" % container.spec["name"]), "ab")
@@ -266,20 +302,30 @@ class PodWorker(threading.Thread):
     def tend(self, container):
         now = time.monotonic()
         if container.process is None:
+            if "terminated" in container.state:
+                return
             if now >= container.next_start:
                 if container.last_state:
                     container.restarts += 1
                 self.start_container(container)
             return
         if container.process.poll() is not None:
-            self.exited(container)
-            container.next_start = now + container.backoff
-            container.backoff = min(container.backoff * 2, BACKOFF_MAX)
-            container.state = {"waiting": {"reason": "CrashLoopBackOff",
-                                           "message": "back-off %ds restarting failed container=%s pod=%s" % (
-                                               container.backoff, container.spec["name"], self.name)}}
+            terminated = self.exited(container)
+            self.after_exit(container, terminated["exitCode"], now)
             return
         self.probe_all(container, now)
+
+    def after_exit(self, container, code, now):
+        """Restart with back-off, or, as the pod's restartPolicy says, stay terminated."""
+        if self.restart_policy == "Never" or (self.restart_policy == "OnFailure" and code == 0):
+            container.state, container.last_state = container.last_state, {}
+            container.next_start = float("inf")
+            return
+        container.next_start = now + container.backoff
+        container.backoff = min(container.backoff * 2, BACKOFF_MAX)
+        container.state = {"waiting": {"reason": "CrashLoopBackOff",
+                                       "message": "back-off %ds restarting failed container=%s pod=%s" % (
+                                           container.backoff, container.spec["name"], self.name)}}
 
     def run_init_containers(self):
         for container in self.init_containers:
@@ -398,6 +444,9 @@ class PodWorker(threading.Thread):
         ready = init_done and all(c.ready for c in self.containers)
         running = init_done and all("running" in c.state for c in self.containers)
         phase = "Running" if running or (init_done and any(c.restarts for c in self.containers)) else "Pending"
+        finished = [c.state["terminated"] for c in self.containers if "terminated" in c.state]
+        if init_done and self.containers and len(finished) == len(self.containers):
+            phase = "Succeeded" if all(t["exitCode"] == 0 for t in finished) else "Failed"
         stamp = now_rfc3339()
 
         def condition(kind, value):
@@ -411,6 +460,12 @@ class PodWorker(threading.Thread):
         if self.init_containers:
             status["initContainerStatuses"] = [c.status() for c in self.init_containers]
         self.lab.update_pod_status(self.namespace, self.name, self.uid, status)
+
+
+def container_gpus(spec):
+    resources = spec.get("resources") or {}
+    return int((resources.get("limits") or {}).get("nvidia.com/gpu") or (resources.get("requests") or {}).get(
+        "nvidia.com/gpu") or 0)
 
 
 def _served(args):

@@ -56,6 +56,7 @@ class ApiServer:
     def __init__(self, store, services=None, validate=True):
         self.store = store
         self.services = services          # the lab's service proxy backend (resolves endpoints)
+        self.logs = None                  # the kubelet's container logs: (pod, container) -> text or None
         self.validator = _validator() if validate else None
         # The API fault knob: fail `remaining` requests with `mode`; with `after_patch_of` set
         # ("deployments"), only once a PATCH of that resource has gone through ("during a switch").
@@ -106,6 +107,8 @@ class ApiServer:
                 raise not_implemented(method, path)
             if route.sub == "proxy" and route.kind.plural == "services":
                 return self.services.proxy(method, route.namespace, route.name, route.rest, query, headers, body)
+            if route.sub == "log" and route.kind.plural == "pods" and method == "GET":
+                return 200, {"Content-Type": "text/plain"}, self.pod_log(route, query).encode()
             dry_run = "All" in query.get("dryRun", [])
             answer = self.json(*self.dispatch(method, route, query, headers, body, dry_run, path))
             self.arm_fault(method, path)
@@ -182,6 +185,39 @@ class ApiServer:
             if method in ("PUT", "PATCH"):
                 return 200, self.write_scale(route, method, headers, body, dry_run)
         raise not_implemented(method, path)
+
+    def pod_log(self, route, query):
+        """A container's log, with the apiserver's checks of the container name
+        (kubernetes v1.31 pkg/registry/core/pod/strategy.go, LogLocation)."""
+        pod = self.get(route)
+        names = [c["name"] for c in pod["spec"].get("containers") or []]
+        init_names = [c["name"] for c in pod["spec"].get("initContainers") or []]
+        container = (query.get("container") or [""])[0]
+        if not container:
+            if len(names) != 1:
+                message = "a container name must be specified for pod %s, choose one of: [%s]" % (
+                    route.name, " ".join(names))
+                if init_names:
+                    message += " or one of the init containers: [%s]" % " ".join(init_names)
+                raise ApiError(400, message)
+            container = names[0]
+        if container not in names + init_names:
+            raise ApiError(400, "container %s is not valid for pod %s" % (container, route.name))
+        for flag in ("follow", "previous", "sinceSeconds", "sinceTime", "timestamps", "limitBytes"):
+            if flag in query and query[flag][0] not in ("false", "0"):
+                raise not_implemented("GET", "pods/log?%s" % flag)
+        if not pod["spec"].get("nodeName"):
+            raise ApiError(400, "pod %s does not have a host assigned" % route.name)
+        text = self.logs(pod, container)
+        if text is None:
+            # the kubelet's answer for a container that never started (pkg/kubelet/kubelet_pods.go)
+            raise ApiError(400, 'container "%s" in pod "%s" is waiting to start: ContainerCreating' % (
+                container, route.name))
+        tail = (query.get("tailLines") or [""])[0]
+        if tail:
+            lines = text.splitlines(keepends=True)
+            text = "".join(lines[-int(tail):]) if int(tail) > 0 else ""
+        return text
 
     # -- verbs ----------------------------------------------------------------------
 

@@ -1,0 +1,137 @@
+"""Short GPU pods on the lab, as verify.yml runs them: a pod that runs to
+completion (restartPolicy Never), the FAKE nvidia-smi the NVIDIA runtime
+puts into it, its log through pods/log, and the faults that verify.yml must
+catch (an old driver, a device plugin that cannot use the driver)."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+
+import pytest
+
+from lab_fixture import DEVICE_PLUGIN, call, start_lab, wait_for
+
+PODS = "/api/v1/namespaces/ml/pods"
+QUERY = ["nvidia-smi", "--query-gpu=driver_version,name,memory.used", "--format=csv,noheader,nounits"]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    lab = start_lab(tmp_path_factory.mktemp("gpu-pods"))
+    call(lab, "POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ml"}})
+    call(lab, "POST", "/apis/apps/v1/namespaces/kube-system/daemonsets", DEVICE_PLUGIN)
+    wait_for(lambda: gpu_count(lab) == "1")
+    yield lab
+    lab.stop()
+
+
+def gpu_count(lab):
+    return call(lab, "GET", "/api/v1/nodes/lab-gpu")[1]["status"]["allocatable"].get("nvidia.com/gpu")
+
+
+def gpu_pod(name, command=QUERY, runtime="nvidia", gpus=1):
+    container = {"name": "smi", "image": "docker.io/vllm/vllm-openai:v0.11.0", "command": command}
+    if gpus:
+        container["resources"] = {"limits": {"nvidia.com/gpu": str(gpus)}}
+    spec = {"restartPolicy": "Never", "containers": [container], "nodeSelector": {"nvidia.com/gpu": "true"},
+            "tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]}
+    if runtime:
+        spec["runtimeClassName"] = runtime
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "ml"}, "spec": spec}
+
+
+def finished(lab, name):
+    def phase():
+        pod = call(lab, "GET", "%s/%s" % (PODS, name))[1]
+        return pod if pod.get("status", {}).get("phase") in ("Succeeded", "Failed") else None
+    return wait_for(phase)
+
+
+def log(lab, name, query=""):
+    url = "http://127.0.0.1:%d%s/%s/log%s" % (lab.port, PODS, name, query)
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.headers["Content-Type"], response.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers["Content-Type"], err.read().decode()
+
+
+def remove(lab, name):
+    call(lab, "DELETE", "%s/%s" % (PODS, name))
+    wait_for(lambda: call(lab, "GET", "%s/%s" % (PODS, name))[0] == 404)
+
+
+def test_a_gpu_pod_runs_nvidia_smi_to_completion_and_frees_the_gpu(lab):
+    assert call(lab, "POST", PODS, gpu_pod("smi"))[0] == 201
+    pod = finished(lab, "smi")
+    assert pod["status"]["phase"] == "Succeeded"
+    terminated = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert (terminated["exitCode"], terminated["reason"]) == (0, "Completed")
+    assert pod["status"]["containerStatuses"][0]["restartCount"] == 0, "restartPolicy Never: not restarted"
+    status, content_type, text = log(lab, "smi")
+    assert (status, content_type) == (200, "text/plain")
+    assert text.strip() == "580.95.05, NVIDIA GeForce RTX 3060, 1"
+    # A finished pod holds no GPU: the next GPU pod is scheduled while it still exists.
+    assert call(lab, "POST", PODS, gpu_pod("smi-2"))[0] == 201
+    assert finished(lab, "smi-2")["status"]["phase"] == "Succeeded"
+    remove(lab, "smi")
+    remove(lab, "smi-2")
+
+
+def test_an_old_driver_is_what_nvidia_smi_reports(lab):
+    call(lab, "POST", "/lab/faults/gpu-driver", {"version": "535.261.03"})
+    try:
+        call(lab, "POST", PODS, gpu_pod("old", command=["nvidia-smi", "--query-gpu=driver_version",
+                                                         "--format=csv"]))
+        finished(lab, "old")
+        assert log(lab, "old")[2].splitlines() == ["driver_version", "535.261.03"]
+    finally:
+        call(lab, "POST", "/lab/faults/gpu-driver", {"version": None})
+        remove(lab, "old")
+
+
+def test_without_the_nvidia_runtime_the_container_cannot_start(lab):
+    call(lab, "POST", PODS, gpu_pod("plain", runtime=None))
+    pod = finished(lab, "plain")
+    terminated = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert (pod["status"]["phase"], terminated["reason"], terminated["exitCode"]) == ("Failed", "StartError", 128)
+    assert 'exec: "nvidia-smi": executable file not found in $PATH' in terminated["message"]
+    remove(lab, "plain")
+
+
+def test_without_a_gpu_nvidia_smi_finds_no_device(lab):
+    call(lab, "POST", PODS, gpu_pod("nogpu", gpus=0))
+    pod = finished(lab, "nogpu")
+    assert pod["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 6
+    assert log(lab, "nogpu")[2].strip() == "No devices were found"
+    remove(lab, "nogpu")
+
+
+def test_pods_log_errors_are_the_api_servers(lab):
+    status, content_type, body = log(lab, "missing")
+    assert status == 404 and '"pods \\"missing\\" not found"' in body
+    two = gpu_pod("two", gpus=0)
+    two["spec"]["containers"].append(dict(two["spec"]["containers"][0], name="other"))
+    call(lab, "POST", PODS, two)
+    finished(lab, "two")
+    status, dummy, body = log(lab, "two")
+    assert status == 400 and "a container name must be specified for pod two, choose one of: [smi other]" in body
+    assert log(lab, "two", "?container=nope")[0] == 400
+    assert log(lab, "two", "?container=other&tailLines=1")[2].strip() == "No devices were found"
+    assert log(lab, "two", "?container=other&follow=true")[0] == 501, "not emulated: said loudly"
+    remove(lab, "two")
+
+
+def test_a_device_plugin_that_cannot_use_the_driver_takes_the_gpu_off_the_node(lab):
+    call(lab, "POST", "/lab/faults/device-plugin", {"fail": "ERROR_LIBRARY_NOT_FOUND"})
+    try:
+        wait_for(lambda: gpu_count(lab) == "0")
+
+        def failed_run():
+            plugin = call(lab, "GET", "/api/v1/namespaces/kube-system/pods")[1]["items"][0]
+            return plugin["status"]["containerStatuses"][0]["lastState"].get("terminated", {}).get("exitCode") == 1
+        wait_for(failed_run)  # killed first (137), then every restart fails
+    finally:
+        call(lab, "POST", "/lab/faults/device-plugin", {"fail": None})
+    wait_for(lambda: gpu_count(lab) == "1", timeout=40)
