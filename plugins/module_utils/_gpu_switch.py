@@ -16,7 +16,7 @@ import time
 
 from ansible_collections.homelab.inference.plugins.module_utils import _gpu_mode
 from ansible_collections.homelab.inference.plugins.module_utils._kube_access import Conflict, KubeError
-from ansible_collections.homelab.inference.plugins.module_utils._service_http import ServiceError
+from ansible_collections.homelab.inference.plugins.module_utils._service_http import ServiceError, ServiceForbidden
 
 # Polls start fast and slow down, never beyond this: a finished rollout is
 # noticed within a quarter of a second.
@@ -206,6 +206,8 @@ class GpuModeSwitch:
                 if status == 200:
                     return sorted(m.get("id") for m in body.get("data", []))
                 problem = "answered %s" % status
+            except ServiceForbidden as err:  # missing RBAC rights: asking again cannot help
+                raise SwitchFailed(str(err), {})
             except ServiceError as err:
                 problem = str(err)
             if self.clock() >= deadline:
@@ -228,6 +230,8 @@ class GpuModeSwitch:
                 if status == 200 and (expect_group is None or group == expect_group):
                     return {"model": model, "status": status, "answered_by": group}
                 problem = "answered %s%s: %s" % (status, " by %s" % group if group else "", _error_text(text))
+            except ServiceForbidden as err:
+                raise SwitchFailed(str(err), {})
             except ServiceError as err:
                 problem = str(err)
             # Right after a switch LiteLLM may still skip a tier it found down (its

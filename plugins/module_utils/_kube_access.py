@@ -2,12 +2,15 @@
 # Copyright: homelab.inference contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The few Kubernetes API calls gpu_mode makes, each failure turned into one
-line that says what to fix. This is the module's client boundary: unit tests
-replace it with an in-memory fake of the same methods."""
+line that says what to fix (for a 403, the right the call needed, from
+_gpu_mode_rights). This is the module's client boundary: unit tests replace it
+with an in-memory fake of the same methods."""
 
 from __future__ import annotations
 
 from ansible.module_utils.common.text.converters import to_native
+
+from ansible_collections.homelab.inference.plugins.module_utils import _gpu_mode_rights
 
 try:
     from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import get_api_client
@@ -58,14 +61,18 @@ class KubeAccess:
         except Exception as err:  # any failure here means: no usable API
             raise KubeError(self._explain(err, "cannot use the Kubernetes API"))
 
-    def _explain(self, err, doing):
+    def _explain(self, err, doing, right=None):
         status = getattr(err, "status", None)
         host = getattr(self, "host", None) or "the configured API server"
         if status == 401:
             return "%s at %s: 401 Unauthorized; check the kubeconfig's credentials or api_key" % (doing, host)
+        if status == 403 and right:
+            return _gpu_mode_rights.forbidden("%s at %s" % (doing, host), right,
+                                              to_native(getattr(err, "body", None) or err))
         if status == 403:
-            return "%s at %s: 403 Forbidden; the credentials lack the RBAC rights (deployments, pods, leases)" % (
-                doing, host)
+            # Every authenticated user may read API discovery (the system:discovery ClusterRole).
+            return "%s at %s: 403 Forbidden on API discovery, so the request was anonymous; give the kubeconfig " \
+                   "a token or client certificate" % (doing, host)
         if isinstance(err, DynamicApiError):
             summary = getattr(err, "summary", None)
             detail = summary() if callable(summary) else to_native(err)
@@ -73,7 +80,8 @@ class KubeAccess:
         reason = getattr(err, "reason", None) or err
         return "%s at %s: %s; check kubeconfig, context and host" % (doing, host, " ".join(to_native(reason).split())[:300])
 
-    def _call(self, doing, func, *args, **kwargs):
+    def _call(self, doing, right, func, *args, **kwargs):
+        """``right``: the right the call needs, in words (_gpu_mode_rights.right), named when it gets a 403."""
         try:
             return _plain(func(*args, **kwargs))
         except NotFoundError:
@@ -81,44 +89,54 @@ class KubeAccess:
         except ConflictError as err:
             raise Conflict(self._explain(err, doing), 409)
         except (DynamicApiError, Urllib3Error, OSError) as err:
-            raise KubeError(self._explain(err, doing), getattr(err, "status", None))
+            raise KubeError(self._explain(err, doing, right), getattr(err, "status", None))
 
     # deployments and pods -----------------------------------------------------
 
     def get_deployment(self, namespace, name):
-        return self._call("reading Deployment %s/%s" % (namespace, name), self._deployments.get, name=name,
-                          namespace=namespace)
+        return self._call("reading Deployment %s/%s" % (namespace, name),
+                          _gpu_mode_rights.right("get_deployment", namespace, name),
+                          self._deployments.get, name=name, namespace=namespace)
 
     def patch_deployment(self, namespace, name, patch):
-        return self._call("patching Deployment %s/%s" % (namespace, name), self._deployments.patch, body=patch,
-                          name=name, namespace=namespace, content_type=SMP)
+        return self._call("patching Deployment %s/%s" % (namespace, name),
+                          _gpu_mode_rights.right("patch_deployment", namespace, name),
+                          self._deployments.patch, body=patch, name=name, namespace=namespace, content_type=SMP)
 
     def list_pods(self, namespace, label_selector):
-        found = self._call("listing pods in %s" % namespace, self._pods.get, namespace=namespace,
-                           label_selector=label_selector)
+        found = self._call("listing pods in %s" % namespace, _gpu_mode_rights.right("list_pods", namespace),
+                           self._pods.get, namespace=namespace, label_selector=label_selector)
         return (found or {}).get("items") or []
 
     def nodes(self, label_selector):
-        found = self._call("listing nodes", self._nodes.get, label_selector=label_selector)
+        found = self._call("listing nodes", _gpu_mode_rights.right("list_nodes"), self._nodes.get,
+                           label_selector=label_selector)
         return [n["metadata"]["name"] for n in (found or {}).get("items") or []]
 
     def pods_on_node(self, node):
-        found = self._call("listing pods on node %s" % node, self._pods.get, field_selector="spec.nodeName=%s" % node)
+        found = self._call("listing pods on node %s" % node, _gpu_mode_rights.right("list_pods_on_node"),
+                           self._pods.get, field_selector="spec.nodeName=%s" % node)
         return (found or {}).get("items") or []
 
     # the lock -----------------------------------------------------------------
 
     def get_lease(self, namespace, name):
-        return self._call("reading Lease %s/%s" % (namespace, name), self._leases.get, name=name, namespace=namespace)
+        return self._call("reading Lease %s/%s" % (namespace, name),
+                          _gpu_mode_rights.right("get_lease", namespace, name), self._leases.get, name=name,
+                          namespace=namespace)
 
     def create_lease(self, namespace, body):
-        return self._call("creating Lease %s/%s" % (namespace, body["metadata"]["name"]), self._leases.create,
+        return self._call("creating Lease %s/%s" % (namespace, body["metadata"]["name"]),
+                          _gpu_mode_rights.right("create_lease", namespace), self._leases.create,
                           body=body, namespace=namespace)
 
     def replace_lease(self, namespace, body):
-        return self._call("updating Lease %s/%s" % (namespace, body["metadata"]["name"]), self._leases.replace,
+        name = body["metadata"]["name"]
+        return self._call("updating Lease %s/%s" % (namespace, name),
+                          _gpu_mode_rights.right("update_lease", namespace, name), self._leases.replace,
                           body=body, namespace=namespace)
 
     def delete_lease(self, namespace, name):
-        return self._call("deleting Lease %s/%s" % (namespace, name), self._leases.delete, name=name,
-                          namespace=namespace)
+        return self._call("deleting Lease %s/%s" % (namespace, name),
+                          _gpu_mode_rights.right("delete_lease", namespace, name), self._leases.delete,
+                          name=name, namespace=namespace)

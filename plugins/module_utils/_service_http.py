@@ -13,6 +13,8 @@ from ansible.module_utils.common.text.converters import to_native, to_text
 from ansible.module_utils.six.moves.urllib.error import HTTPError, URLError
 from ansible.module_utils.urls import open_url
 
+from ansible_collections.homelab.inference.plugins.module_utils import _gpu_mode_rights
+
 try:
     from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import get_api_client
     from kubernetes.client.exceptions import ApiException
@@ -29,15 +31,22 @@ class ServiceError(Exception):
         self.status = status
 
 
-class ServiceEndpoint:
-    """One Service port, e.g. ``ml/ollama:11434``, reached by proxy or by URL."""
+class ServiceForbidden(ServiceError):
+    """The API server refused the proxy request (RBAC): asking again cannot help."""
 
-    def __init__(self, module, namespace, service, port, url=None):
+
+class ServiceEndpoint:
+    """One Service port, e.g. ``ml/ollama:11434``, reached by proxy or by URL.
+
+    ``rights_role``: the role shipping the caller's RBAC rights, named when the API server refuses the proxy."""
+
+    def __init__(self, module, namespace, service, port, url=None, rights_role=None):
         self.module = module
         self.namespace = namespace
         self.service = service
         self.port = port
         self.url = url.rstrip("/") if url else None
+        self.rights_role = rights_role
         self._api = None
 
     @property
@@ -55,7 +64,14 @@ class ServiceEndpoint:
         if self.url:
             return self._direct(method, path, json.dumps(body) if body is not None else None, timeout, headers)
         # The kubernetes client serialises the body itself.
-        return self._proxied(method, path, body, timeout, headers)
+        status, text, response_headers = self._proxied(method, path, body, timeout, headers)
+        if status == 403 and _refused_by_api(text):
+            name = "%s:%s" % (self.service, self.port)
+            right = _gpu_mode_rights.describe(_gpu_mode_rights.HTTP_VERBS.get(method.upper(), method.lower()), "",
+                                              "services/proxy", self.namespace, name)
+            raise ServiceForbidden(_gpu_mode_rights.forbidden("%s %s on %s" % (method, path, self.label), right,
+                                                              text, self.rights_role), status)
+        return status, text, response_headers
 
     def request_json(self, method, path, body=None, timeout=30, headers=None):
         status, text = self.request(method, path, body, timeout, headers)
@@ -102,6 +118,16 @@ class ServiceEndpoint:
         except Urllib3Error as err:
             raise ServiceError("cannot reach the Kubernetes API for %s: %s; check kubeconfig, context and host"
                                % (self.label, to_native(err)))
+
+
+def _refused_by_api(text):
+    """Whether a 403 is the API server's own refusal (a Status naming the Service), not the backend's answer."""
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get("kind") == "Status" and body.get("reason") == "Forbidden" \
+        and (body.get("details") or {}).get("kind") == "services"
 
 
 def _lower(headers):

@@ -217,6 +217,7 @@ import getpass
 import os
 import socket
 
+from ansible_collections.homelab.inference.plugins.module_utils._gpu_mode_rights import ROLE as RIGHTS_ROLE
 from ansible_collections.homelab.inference.plugins.module_utils._gpu_switch import GpuModeSwitch, SwitchFailed
 from ansible_collections.homelab.inference.plugins.module_utils._kube_access import KubeAccess, KubeError
 from ansible_collections.homelab.inference.plugins.module_utils._service_http import ServiceEndpoint
@@ -273,11 +274,12 @@ def table_problems(mode, modes):
 
 def endpoints(module):
     params = module.params
-    vllm = ServiceEndpoint(module, params["namespace"], params["vllm_service"], params["vllm_port"], params["vllm_url"])
+    vllm = ServiceEndpoint(module, params["namespace"], params["vllm_service"], params["vllm_port"], params["vllm_url"],
+                           rights_role=RIGHTS_ROLE)
     litellm = None
     if params["litellm_url"] or params["litellm_service"]:
         litellm = ServiceEndpoint(module, params["litellm_namespace"], params["litellm_service"],
-                                  params["litellm_port"], params["litellm_url"])
+                                  params["litellm_port"], params["litellm_url"], rights_role=RIGHTS_ROLE)
     return vllm, litellm
 
 
