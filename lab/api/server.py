@@ -63,6 +63,9 @@ class ApiServer:
         self.faults = {"mode": None, "remaining": 0, "after_patch_of": None}
         self.fault_lock = threading.Lock()
         self.requests = 0
+        # Set to a list to record every request as (method, path, query), as sent: the tests
+        # derive the RBAC rights a client used from it (None: nothing kept).
+        self.request_log = None
 
     # -- routing ------------------------------------------------------------------
 
@@ -92,6 +95,8 @@ class ApiServer:
         parsed = urllib.parse.urlsplit(raw_path)
         path, query = parsed.path, urllib.parse.parse_qs(parsed.query)
         self.requests += 1
+        if self.request_log is not None:
+            self.request_log.append((method, path, parsed.query))
         fault = self.take_fault(path)
         if fault == "5xx":
             return self.error(ApiError(500, "Internal error occurred: the lab's fault knob is set"))
