@@ -12,6 +12,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from ansible_collections.homelab.inference.plugins.module_utils import _gpu_mode_rights
 from helpers import ROOT, ansible_playbook
 
 KUBERNETES_VERSION = "1.31.0"
@@ -26,8 +27,9 @@ PROVIDER_CANARIES = {"openai": "sk-CANARY-openai-1", "groq": "gsk_CANARY-groq-2"
                      "mistral": "CANARY-mistral-4"}
 # Every optional object switched on, so that all of them are validated.
 OPTIONAL = {"litellm_ingress_host": "litellm.home.example.com", "litellm_service_monitor": True,
-            "litellm_prometheus_rules": True, "litellm_redis_host": "redis.ml.svc.cluster.local"}
-APPS = {"namespaces", "nvidia-device-plugin", "vllm", "ollama", "litellm", "paperless-ai"}
+            "litellm_prometheus_rules": True, "litellm_redis_host": "redis.ml.svc.cluster.local",
+            "gpu_mode_access_enabled": True}
+APPS = {"namespaces", "nvidia-device-plugin", "vllm", "ollama", "litellm", "paperless-ai", "gpu-mode-access"}
 # Kinds without a schema in the Kubernetes API: checked for their envelope only.
 CRD_KINDS = {"IngressRoute", "Certificate", "ServiceMonitor", "PrometheusRule"}
 
@@ -284,3 +286,23 @@ def test_a_relative_render_dir_is_relative_to_where_ansible_playbook_started(tmp
     relative = os.path.relpath(str(tmp_path / "out"), ROOT)
     render(relative)
     assert {name[:-5] for name in os.listdir(str(tmp_path / "out"))} == APPS
+
+
+def test_gpu_mode_access_grants_the_rights_of_the_modules_calls(rendered):
+    objects = documents(rendered["dir"])["gpu-mode-access"]
+    assert [o["kind"] for o in objects] == ["ServiceAccount", "Role", "RoleBinding", "ClusterRole",
+                                            "ClusterRoleBinding"]
+    rights = _gpu_mode_rights.rules()
+    assert find(rendered, "Role", "gpu-mode")["rules"] == rights["namespaced"][0]["rules"]
+    assert find(rendered, "ClusterRole", "homelab-inference-gpu-mode")["rules"] == rights["cluster"]
+    account = {"kind": "ServiceAccount", "name": "gpu-mode", "namespace": "ml"}
+    for kind, role in (("RoleBinding", "Role"), ("ClusterRoleBinding", "ClusterRole")):
+        binding = next(o for o in objects if o["kind"] == kind)
+        assert binding["subjects"] == [account]
+        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": role,
+                                      "name": next(o for o in objects if o["kind"] == role)["metadata"]["name"]}
+
+
+def test_gpu_mode_access_is_off_by_default(tmp_path):
+    ansible_playbook("site.yml", "--tags", "render", "-e", "render_dir=%s" % tmp_path, check=True)
+    assert "gpu-mode-access.yaml" not in os.listdir(str(tmp_path))
