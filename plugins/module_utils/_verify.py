@@ -1,0 +1,306 @@
+# -*- coding: utf-8 -*-
+# Copyright: homelab.inference contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Judging what verify.yml saw on the cluster: pure functions, one row each.
+
+A row is ``{"check", "status", "detail", "fix"}``; status is ``ok``, ``fail``,
+``warn`` (reported, not a failure: a cloud key left out on purpose) or
+``skip`` (could not be checked now, and why). A failed row becomes one line,
+``<check>: <detail>; <fix>``. No row ever holds a key: keys are judged
+(missing, placeholder) but never copied."""
+
+from __future__ import annotations
+
+import re
+
+OK, FAIL, WARN, SKIP = "ok", "fail", "warn", "skip"
+GPU = "nvidia.com/gpu"
+# The example values a vault file is copied from (inventories/homelab/.../vault.yml.example)
+# and the usual stand-ins people type.
+PLACEHOLDER = re.compile(r"change[-_ ]?me|replace[-_ ]?me|placeholder|your[-_ ]?(api[-_ ]?)?key|^<.*>$|^x{4,}$|"
+                         r"^\.\.\.$|^todo$", re.IGNORECASE)
+
+
+def row(check, status, detail, fix=""):
+    return {"check": check, "status": status, "detail": detail, "fix": fix}
+
+
+def one_line(text, limit=200):
+    return " ".join(str(text).split())[:limit]
+
+
+# -- the GPU node ---------------------------------------------------------------------------
+
+
+def _gpus(node, field="allocatable"):
+    try:
+        return int(((node.get("status") or {}).get(field) or {}).get(GPU) or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _waiting_reason(pod):
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        waiting = (status.get("state") or {}).get("waiting") or {}
+        last = (status.get("lastState") or {}).get("terminated") or {}
+        if waiting.get("reason") or last:
+            reason = waiting.get("reason") or "restarting"
+            return "%s (last exit code %s)" % (reason, last["exitCode"]) if last else reason
+    return (pod.get("status") or {}).get("phase") or "unknown"
+
+
+def gpu_node(nodes, plugin_pods, selector):
+    """The GPU worker advertises the GPU the device plugin found on it."""
+    check = "GPU node"
+    if not nodes:
+        return row(check, FAIL, "no node is labelled %s" % selector,
+                   "label the GPU worker (k3s_agent_node_labels) and re-run site.yml --limit gpu_workers")
+    advertising = ["%s (%d allocatable)" % (n["metadata"]["name"], _gpus(n)) for n in nodes if _gpus(n) > 0]
+    if advertising:
+        return row(check, OK, "%s on %s" % (GPU, ", ".join(advertising)))
+    names = ", ".join(n["metadata"]["name"] for n in nodes)
+    plugins = ["%s: %s" % (p["metadata"]["name"], _waiting_reason(p)) for p in plugin_pods]
+    detail = "%s advertises no %s; device plugin %s" % (
+        names, GPU, "; ".join(plugins) if plugins else "not running on it")
+    return row(check, FAIL, detail, "read the device plugin's log (kubectl -n kube-system logs ds/nvidia-device-plugin)"
+               " and check the driver and container toolkit on the GPU worker (site.yml --limit gpu_workers)")
+
+
+def gpu_holders(nodes, pods):
+    """The pods that hold a GPU on these nodes, and how many GPUs are left."""
+    names = {n["metadata"]["name"] for n in nodes}
+    holders, used = [], 0
+    for pod in pods:
+        if (pod.get("spec") or {}).get("nodeName") not in names:
+            continue
+        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            continue
+        count = 0
+        for container in (pod.get("spec") or {}).get("containers") or []:
+            resources = container.get("resources") or {}
+            count += int((resources.get("limits") or {}).get(GPU) or (resources.get("requests") or {}).get(GPU) or 0)
+        if count:
+            used += count
+            holders.append("%s/%s" % (pod["metadata"]["namespace"], pod["metadata"]["name"]))
+    return {"holders": holders, "free": sum(_gpus(n) for n in nodes) - used}
+
+
+# -- the driver -------------------------------------------------------------------------------
+
+
+def parse_smi(log):
+    """driver version and GPU name from ``nvidia-smi --query-gpu=driver_version,name --format=csv,noheader``."""
+    for line in (log or "").splitlines():
+        fields = [f.strip() for f in line.split(",")]
+        if len(fields) >= 2 and re.match(r"^\d+\.\d+(\.\d+)?$", fields[0]):
+            return {"driver_version": fields[0], "name": fields[1]}
+    return None
+
+
+def _version(text):
+    return tuple(int(part) for part in re.findall(r"\d+", str(text)))
+
+
+def driver(requirement, pod, log):
+    """The driver a GPU pod's nvidia-smi reports, against what the vLLM image's CUDA needs.
+
+    ``requirement``: the vllm_cuda_requirement filter's answer for the image in use."""
+    check = "GPU driver"
+    image = requirement["image"].rsplit("/", 1)[-1]
+    statuses = (pod.get("status") or {}).get("containerStatuses") or [{}]
+    terminated = (statuses[0].get("state") or {}).get("terminated") or {}
+    smi = parse_smi(log)
+    if smi is None:
+        why = terminated.get("message") or one_line(log) or (pod.get("status") or {}).get("phase") or "no answer"
+        return row(check, FAIL, "a GPU pod could not run nvidia-smi (%s, exit code %s): %s" % (
+            terminated.get("reason", "not finished"), terminated.get("exitCode", "?"), one_line(why)),
+            "check the NVIDIA container toolkit and the runtime class 'nvidia' on the GPU worker "
+            "(site.yml --limit gpu_workers)")
+    found = "%s (%s)" % (smi["driver_version"], smi["name"])
+    needs = "CUDA %s of %s needs %s or later" % (requirement["cuda"], image, requirement["min_driver"])
+    if _version(smi["driver_version"]) < _version(requirement["min_driver"]):
+        return row(check, FAIL, "driver %s is too old: %s" % (found, needs),
+                   "set nvidia_driver_branch to %s or later and run site.yml --limit gpu_workers (then reboot the "
+                   "worker)" % str(requirement["min_driver"]).split(".")[0])
+    return row(check, OK, "driver %s; %s" % (found, needs))
+
+
+def driver_skipped(holders):
+    if not holders:
+        return row("GPU driver", SKIP, "no GPU is advertised, so no pod can check the driver (see GPU node)")
+    return row("GPU driver", SKIP, "the GPU is in use by %s, so no pod can check it now" % ", ".join(holders),
+               "run verify.yml in a GPU-free mode to include it (gpu_mode.yml -e mode=gaming)")
+
+
+# -- the gateway --------------------------------------------------------------------------------
+
+
+def _error(answer):
+    body = answer.get("json")
+    if isinstance(body, dict):
+        error = body.get("error")
+        message = error.get("message") if isinstance(error, dict) else error or body.get("detail")
+        if message:
+            return one_line(message)
+    return one_line(answer.get("text") or answer.get("msg") or "no body")
+
+
+def _fix(entry):
+    backend = entry["backend"]
+    if backend == "vllm":
+        return "see why vLLM does not serve it: ansible-playbook gpu_mode.yml -e mode=status"
+    if backend == "ollama":
+        return "check the Ollama pod and its models (site.yml --tags ollama)"
+    return "check the %s key (litellm_provider_keys.%s) and the provider's status" % (backend, backend)
+
+
+def model_answer(entry, answer, label):
+    """One model asked through LiteLLM: it must answer itself (``x-litellm-model-group``), not a fallback."""
+    check = "LiteLLM -> %s" % entry["name"]
+    if answer.get("failed") or "status" not in answer:
+        return row(check, FAIL, "LiteLLM did not answer (%s): %s" % (label, _error(answer)),
+                   "check the litellm pod (kubectl -n ml get pods) and re-run site.yml --tags litellm")
+    status = answer["status"]
+    group = (answer.get("headers") or {}).get("x-litellm-model-group")
+    if status == 200 and group == entry["name"]:
+        return row(check, OK, "answered by %s (%s) in %.2f s" % (group, label, answer.get("elapsed", 0)))
+    if status == 200:
+        return row(check, FAIL, "%s did not answer (%s); %s answered in its place" % (entry["name"], label, group),
+                   _fix(entry))
+    # A provider's refusal comes back as litellm.AuthenticationError; any other 401 is the gateway's own.
+    if status == 401 and "authenticationerror" not in _error(answer).lower():
+        return row(check, FAIL, "LiteLLM refused the master key (401)",
+                   "litellm_master_key differs from the deployed Secret: re-run site.yml --tags litellm")
+    if status in (401, 403):
+        # Providers quote part of a refused key in their message (OpenAI: "Incorrect API key provided:
+        # sk-ab****yz"): say who refused it, not what it said.
+        return row(check, FAIL, "%s (%s) answered %s: the provider refused the key" % (entry["name"], label, status),
+                   _fix(entry))
+    return row(check, FAIL, "%s (%s) answered %s: %s" % (entry["name"], label, status, _error(answer)), _fix(entry))
+
+
+def key_state(value):
+    """'missing', 'placeholder' or 'set' - never the value."""
+    if not value or not str(value).strip():
+        return "missing"
+    return "placeholder" if PLACEHOLDER.search(str(value)) else "set"
+
+
+def cloud_key(backend, state, models, answer_row=None, variable=None):
+    """A cloud provider's key: reported when missing, failed when a placeholder, proven by an answer when set."""
+    check = "%s key" % backend
+    variable = variable or "litellm_provider_keys.%s" % backend
+    names = ", ".join(models)
+    if state == "missing":
+        return row(check, WARN, "no key: %s cannot answer" % names,
+                   "set %s (in the vault) to use them" % variable)
+    if state == "placeholder":
+        return row(check, FAIL, "%s is still the example placeholder" % variable,
+                   "put the real key in the vault, or leave it empty to go without %s" % backend)
+    if answer_row is None:
+        return row(check, SKIP, "set; none of %s was asked" % names)
+    if answer_row["status"] == OK:
+        return row(check, OK, "set; %s" % answer_row["detail"])
+    return row(check, FAIL, "set, but %s" % answer_row["detail"], "check the key in the vault (%s)" % variable)
+
+
+def secret_placeholder(name, value, fix):
+    """A secret other than a cloud key (the master key) that still holds the example value."""
+    state = key_state(value)
+    if state == "set":
+        return row(name, OK, "set")
+    return row(name, FAIL, "%s is %s" % (name, "empty" if state == "missing" else "still the example placeholder"), fix)
+
+
+def key_states(keys, backends):
+    """{backend: 'missing' | 'placeholder' | 'set'} for the catalog's cloud backends."""
+    return {backend: key_state((keys or {}).get(backend)) for backend in backends}
+
+
+def gateway_plan(models, chain, gpu_model, gpu_mode, states):
+    """What verify asks LiteLLM: the GPU mode's model, every chain tier it can ask now, and one model per cloud key
+    that is set. Returns ``{"ask": [entries], "rows": [rows for tiers that cannot answer now]}``."""
+    by_name = {m["name"]: m for m in models}
+    ask, rows = [], []
+
+    def add(entry, label):
+        if all(item["name"] != entry["name"] for item in ask):
+            ask.append({"name": entry["name"], "backend": entry["backend"], "label": label,
+                        "timeout": int(entry.get("timeout") or 30)})
+
+    if gpu_model:
+        add(by_name[gpu_model], "mode %s" % gpu_mode)
+    for index, name in enumerate(chain, 1):
+        entry = by_name[name]
+        if entry["backend"] == "vllm" and name != gpu_model:
+            rows.append(row("LiteLLM -> %s" % name, SKIP, "chain tier %d, not served in mode %s (its requests fall "
+                                                           "back to the next tier)" % (index, gpu_mode)))
+        elif entry["backend"] not in states or states[entry["backend"]] == "set":
+            add(entry, "chain tier %d" % index)
+    for backend, state in states.items():
+        candidates = [by_name[n] for n in chain if by_name[n]["backend"] == backend] + [
+            m for m in models if m["backend"] == backend]
+        if state == "set" and candidates:
+            add(candidates[0], "%s key" % backend)
+    return {"ask": ask, "rows": rows}
+
+
+def gateway_rows(models, plan, answers, states):
+    """Rows for what LiteLLM answered: one per local model, one per cloud key (proven by one of its models)."""
+    rows = list(plan["rows"])
+    answered = {}
+    for entry, answer in zip(plan["ask"], answers):
+        result = model_answer(entry, answer, entry["label"])
+        answered[entry["name"]] = result
+        if entry["backend"] not in states:
+            rows.append(result)
+    for backend, state in states.items():
+        names = [m["name"] for m in models if m["backend"] == backend]
+        proof = next((answered[n] for n in names if n in answered), None)
+        rows.append(cloud_key(backend, state, names, proof))
+    return rows
+
+
+# -- Ollama and Paperless-AI -------------------------------------------------------------------
+
+
+def ollama_models(wanted, missing, failure=None):
+    check = "Ollama models"
+    if failure:
+        return row(check, FAIL, "cannot list Ollama's models: %s" % one_line(failure),
+                   "check the ollama pod (kubectl -n ml get pods) and re-run site.yml --tags ollama")
+    if missing:
+        return row(check, FAIL, "missing %s of %s" % (", ".join(missing), ", ".join(wanted)),
+                   "pull them: ansible-playbook site.yml --tags ollama")
+    return row(check, OK, "pulled: %s" % ", ".join(wanted))
+
+
+def paperless_health(answer, namespace, name):
+    check = "Paperless-AI"
+    if answer.get("failed") or "status" not in answer:
+        return row(check, FAIL, "no answer from its /health: %s" % _error(answer),
+                   "check the %s pod (kubectl -n %s get pods)" % (name, namespace))
+    if answer["status"] == 200:
+        return row(check, OK, "/health answered 200")
+    return row(check, FAIL, "/health answered %s (%s): the app is not configured and scans nothing" % (
+        answer["status"], _error(answer)),
+        "read its log (kubectl -n %s logs deploy/%s): the Paperless-ngx URL and token (paperless_ai_paperless_url, "
+        "paperless_ai_paperless_token) and its gateway key must work" % (namespace, name))
+
+
+# -- the summary ----------------------------------------------------------------------------------
+
+
+def table(rows):
+    """The summary as lines of a fixed-width table."""
+    width = max([len(r["check"]) for r in rows] + [5])
+    lines = ["%-*s  %-4s  %s" % (width, "check", "", "what was seen")]
+    for item in rows:
+        lines.append("%-*s  %-4s  %s" % (width, item["check"], item["status"].upper(), item["detail"]))
+    return lines
+
+
+def failures(rows):
+    """One line per failed row, naming the fix."""
+    return ["%s: %s%s" % (r["check"], r["detail"], "; " + r["fix"] if r["fix"] else "") for r in rows
+            if r["status"] == FAIL]

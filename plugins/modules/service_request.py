@@ -1,0 +1,185 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: homelab.inference contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: service_request
+short_description: Send one HTTP request to a Service in the cluster and return the answer
+version_added: 0.2.0
+author:
+  - homelab.inference maintainers (@homelab-inference)
+description:
+  - Sends one request to a Service port through the Kubernetes API's service proxy (the controller needs no ingress
+    and no C(kubectl exec)), or straight to O(url) when given, and returns the status, the response headers and the
+    body, parsed when it is JSON.
+  - An answer with any HTTP status is returned, not failed on; the caller judges it. The module fails only when no
+    answer came back (the API server or the URL cannot be reached), in one line.
+  - Meant for checks (C(verify.yml) asks each model through LiteLLM, Paperless-AI for its health), so it never reports
+    a change.
+extends_documentation_fragment:
+  - kubernetes.core.k8s_auth_options
+attributes:
+  check_mode:
+    description: Can run in check mode and return changed status prediction without modifying target.
+    support: full
+    details: The request is sent in check mode too; send only requests that change nothing.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check mode), when in diff mode.
+    support: none
+  idempotent:
+    description: When run twice in a row with the same arguments, the second run reports no change.
+    support: full
+options:
+  namespace:
+    description: Namespace of the Service.
+    type: str
+    required: true
+  service:
+    description: Name of the Service.
+    type: str
+    required: true
+  port:
+    description: Port of the Service.
+    type: int
+    required: true
+  path:
+    description: Path of the request on the Service, for example V(/v1/models).
+    type: str
+    required: true
+  method:
+    description: HTTP method.
+    type: str
+    default: GET
+    choices: [GET, POST, HEAD]
+  body:
+    description: A JSON body to send.
+    type: raw
+  api_key:
+    description:
+      - A key sent as C(Bearer <key>) in the O(api_key_header) header. Never logged or returned.
+    type: str
+  api_key_header:
+    description:
+      - The header that carries O(api_key). The API server's service proxy does not pass C(Authorization) on, so the
+        default is LiteLLM's own C(x-litellm-api-key).
+    type: str
+    default: x-litellm-api-key
+  timeout:
+    description: Seconds to wait for the answer.
+    type: int
+    default: 30
+  url:
+    description: Send the request to this base URL instead of through the API server's service proxy.
+    type: str
+requirements:
+  - kubernetes >= 24.2.0 (when going through the service proxy)
+"""
+
+EXAMPLES = r"""
+- name: Ask LiteLLM for one token from vllm-qwen
+  homelab.inference.service_request:
+    namespace: ml
+    service: litellm
+    port: 4000
+    path: /v1/chat/completions
+    method: POST
+    body: {model: vllm-qwen, max_tokens: 1, messages: [{role: user, content: ping}]}
+    api_key: "{{ litellm_master_key }}"
+  register: answer
+
+- name: Paperless-AI's own health endpoint
+  homelab.inference.service_request:
+    namespace: docs
+    service: paperless-ai
+    port: 3000
+    path: /health
+"""
+
+RETURN = r"""
+status:
+  description: The HTTP status of the answer.
+  returned: success
+  type: int
+  sample: 200
+headers:
+  description: The response headers, names in lower case.
+  returned: success
+  type: dict
+  sample: {"content-type": "application/json", "x-litellm-model-group": "vllm-qwen"}
+json:
+  description: The body parsed as JSON; null when it is not JSON.
+  returned: success
+  type: raw
+  sample: {"object": "list", "data": [{"id": "vllm-qwen"}]}
+text:
+  description: The body as text, cut at 4,000 characters.
+  returned: success
+  type: str
+  sample: '{"status": "healthy"}'
+elapsed:
+  description: Seconds the request took.
+  returned: success
+  type: float
+  sample: 0.21
+"""
+
+import copy
+import json
+import time
+
+from ansible_collections.homelab.inference.plugins.module_utils._service_http import ServiceEndpoint, ServiceError
+from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
+from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule
+
+TEXT_LIMIT = 4000
+
+
+def argument_spec():
+    spec = copy.deepcopy(AUTH_ARG_SPEC)
+    spec.update(
+        namespace=dict(type="str", required=True),
+        service=dict(type="str", required=True),
+        port=dict(type="int", required=True),
+        path=dict(type="str", required=True),
+        method=dict(type="str", default="GET", choices=["GET", "POST", "HEAD"]),
+        body=dict(type="raw"),
+        api_key=dict(type="str", no_log=True),
+        api_key_header=dict(type="str", default="x-litellm-api-key", no_log=False),
+        timeout=dict(type="int", default=30),
+        url=dict(type="str"),
+    )
+    return spec
+
+
+def parse(text):
+    try:
+        return json.loads(text) if text.strip() else None
+    except ValueError:
+        return None
+
+
+def run(module, endpoint):
+    params = module.params
+    headers = {params["api_key_header"]: "Bearer " + params["api_key"]} if params["api_key"] else {}
+    began = time.monotonic()
+    status, text, response_headers = endpoint.exchange(params["method"], params["path"], params["body"],
+                                                       timeout=params["timeout"], headers=headers)
+    return dict(changed=False, status=status, headers=response_headers, json=parse(text), text=text[:TEXT_LIMIT],
+                elapsed=round(time.monotonic() - began, 3))
+
+
+def main():
+    module = AnsibleK8SModule(argument_spec=argument_spec(), supports_check_mode=True, check_pyyaml=False)
+    params = module.params
+    endpoint = ServiceEndpoint(module, params["namespace"], params["service"], params["port"], params["url"])
+    try:
+        module.exit_json(**run(module, endpoint))
+    except ServiceError as err:
+        module.fail_json(msg=str(err))
+
+
+if __name__ == "__main__":
+    main()
