@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import re
@@ -18,6 +19,10 @@ import sys
 import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The catalog's own derivations (no Ansible needed to import it).
+_spec = importlib.util.spec_from_file_location("_catalog", os.path.join(ROOT, "plugins", "module_utils", "_catalog.py"))
+_catalog = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_catalog)
 CATALOG = os.path.join(ROOT, "group_vars", "all", "inference_catalog.yml")
 CLIENT_GUIDE = os.path.join(ROOT, "docs", "clients.md")
 BEGIN = "<!-- BEGIN GENERATED: model availability (scripts/gen_docs.py) -->"
@@ -71,12 +76,21 @@ def role_readme(role, specs):
 def availability_table(catalog):
     modes = catalog["inference_gpu_modes"]
     chain = catalog["inference_fallback_chain"]
-    rows = ["| Model | Backend | Answers in GPU modes | Role | Timeout | Free-tier quota | What it is |",
-            "|---|---|---|---|---|---|---|"]
+    models = catalog["inference_models"]
+    rows = ["| Model | Backend | Answers in GPU modes | Role | Prompt + answer must fit (tokens) | Timeout "
+            "| Free-tier quota | What it is |",
+            "|---|---|---|---|---|---|---|---|"]
     head = chain[0]
-    rows.append("| `default` | alias | as `%s`, then its fallbacks | alias of the chain's head | | | the model to use "
-                "when you do not care which |" % head)
-    for model in catalog["inference_models"]:
+
+    def fits(name):
+        tokens, limited_by = _catalog.usable_context(models, chain, name)
+        own = _catalog.model_by_name(models, name)["context"] if name != _catalog.DEFAULT_ALIAS else None
+        if own is None or limited_by == name:
+            return "{:,}".format(tokens) + ("" if own is not None else " (`%s` may answer)" % limited_by)
+        return "{:,} (`{}` may answer; {:,} here)".format(tokens, limited_by, own)
+    rows.append("| `default` | alias | as `%s`, then its fallbacks | alias of the chain's head | %s | | | the model to "
+                "use when you do not care which |" % (head, fits(_catalog.DEFAULT_ALIAS)))
+    for model in models:
         name = model["name"]
         if model["backend"] == "vllm":
             serving = [m for m, spec in modes.items() if spec.get("vllm_model") == name]
@@ -96,8 +110,8 @@ def availability_table(catalog):
             quota.append("%d/min" % model["requests_per_minute"])
         if model.get("requests_per_day"):
             quota.append("{:,}/day".format(model["requests_per_day"]))
-        rows.append("| `%s` | %s | %s | %s | %s | %s | %s |" % (
-            name, model["backend"], available, role, "%ss" % model["timeout"] if "timeout" in model else "",
+        rows.append("| `%s` | %s | %s | %s | %s | %s | %s | %s |" % (
+            name, model["backend"], available, role, fits(name), "%ss" % model["timeout"] if "timeout" in model else "",
             ", ".join(quota), model.get("description", "")))
     mode_rows = ["", "| GPU mode | vLLM serves | What it is for |", "|---|---|---|"]
     for mode, spec in modes.items():

@@ -29,6 +29,17 @@ def gpu_mode_table(models, modes, common_args, port):
     return _gpu_mode.mode_table(models, modes, common_args, port)
 
 
+def usable_context(models, chain, name):
+    """{'tokens': N, 'model': M}: the smallest context among the models that may answer ``name``."""
+    tokens, model = _catalog.usable_context(models, chain, name)
+    return {"tokens": tokens, "model": model}
+
+
+def paperless_ai_budget(context, response_tokens):
+    """Paperless-AI's TOKEN_LIMIT and RESPONSE_TOKENS for a model path of ``context`` tokens."""
+    return _catalog.paperless_ai_budget(context, response_tokens)
+
+
 def gpu_mode_of(deployment, modes):
     """The GPU mode a vLLM Deployment is in ('' when none can be told)."""
     return _gpu_mode.mode_of_deployment(deployment, modes) or ""
@@ -42,4 +53,6 @@ class FilterModule:
             "modes_serving": modes_serving,
             "gpu_mode_of": gpu_mode_of,
             "gpu_mode_table": gpu_mode_table,
+            "usable_context": usable_context,
+            "paperless_ai_budget": paperless_ai_budget,
         }

@@ -37,6 +37,7 @@ MODEL_KEYS = {
     "requests_per_minute": int,
     "requests_per_day": int,
     "description": str,
+    "context": int,
     # vLLM only
     "tokenizer": str,
     "reasoning": bool,
@@ -47,6 +48,10 @@ VLLM_ONLY_KEYS = ("tokenizer", "reasoning", "reasoning_parser", "vllm_args")
 # vLLM's parser for the DeepSeek-R1 family, the reference system's reasoning model.
 DEFAULT_REASONING_PARSER = "deepseek_r1"
 MODE_KEYS = {"vllm_model": (str, type(None)), "description": str}
+# Every model declares the tokens (prompt and answer together) its backend serves.
+REQUIRED_MODEL_KEYS = ("name", "backend", "model", "context")
+# vLLM's flag for the context; the catalog's ``context`` is its only source.
+MAX_MODEL_LEN_FLAG = "--max-model-len"
 
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
 # Mode names end up as Kubernetes label values.
@@ -78,9 +83,11 @@ def _model_errors(index, entry, seen):
     name = entry.get("name")
     if isinstance(name, str):
         where = "inference_models[%d] (%s)" % (index, name)
-    for key in ("name", "backend", "model"):
+    for key in REQUIRED_MODEL_KEYS:
         if key not in entry:
-            errors.append("%s: missing required key '%s'; add it" % (where, key))
+            hint = (" (the tokens of prompt and answer its backend serves: vLLM's --max-model-len, Ollama's"
+                    " OLLAMA_CONTEXT_LENGTH, the provider's context window)") if key == "context" else ""
+            errors.append("%s: missing required key '%s'; add it%s" % (where, key, hint))
     for key, value in entry.items():
         if key not in MODEL_KEYS:
             errors.append("%s.%s: unknown key; use one of %s" % (where, key, ", ".join(sorted(MODEL_KEYS))))
@@ -102,14 +109,21 @@ def _model_errors(index, entry, seen):
         for key in VLLM_ONLY_KEYS:
             if key in entry:
                 errors.append("%s.%s: only vllm models take this key; remove it or set backend: vllm" % (where, key))
-    for key in ("timeout", "requests_per_minute", "requests_per_day"):
+    for key in ("timeout", "requests_per_minute", "requests_per_day", "context"):
         if key in entry and entry[key] <= 0:
             errors.append("%s.%s: must be greater than 0, got %r" % (where, key, entry[key]))
     if entry.get("parallel") and backend in LOCAL_BACKENDS:
         errors.append("%s.parallel: only cloud models can be parallel; remove it or use a cloud backend" % where)
     if any(not isinstance(arg, str) for arg in entry.get("vllm_args", [])):
         errors.append("%s.vllm_args: must be a list of strings (quote numbers)" % where)
+    elif any(_is_flag(arg, MAX_MODEL_LEN_FLAG) for arg in entry.get("vllm_args", [])):
+        errors.append("%s.vllm_args: %s comes from the model's context; remove it and set context"
+                      % (where, MAX_MODEL_LEN_FLAG))
     return errors
+
+
+def _is_flag(arg, flag):
+    return arg == flag or arg.startswith(flag + "=")
 
 
 def catalog_errors(models, chain, modes, default_mode):
@@ -198,6 +212,8 @@ def vllm_args(entry, common_args):
         args += ["--tokenizer", entry["tokenizer"]]
     if entry.get("reasoning"):
         args += ["--reasoning-parser", entry.get("reasoning_parser", DEFAULT_REASONING_PARSER)]
+    # The context clients are told (docs, Paperless-AI's budget) is the one vLLM is started with.
+    args += [MAX_MODEL_LEN_FLAG, str(entry["context"])]
     return args + list(common_args) + list(entry.get("vllm_args", []))
 
 
@@ -206,3 +222,55 @@ def model_by_name(models, name):
         if entry["name"] == name:
             return entry
     raise KeyError("model %r is not in the catalog" % name)
+
+
+def answering_models(name, chain):
+    """The models a request for ``name`` may be answered by, in order.
+
+    LiteLLM falls back from each chain tier to every tier after it, and serves
+    ``default`` as the chain's head; any other model answers alone.
+    """
+    if name == DEFAULT_ALIAS:
+        return list(chain)
+    if name in chain:
+        return list(chain[chain.index(name):])
+    return [name]
+
+
+def usable_context(models, chain, name):
+    """(tokens, model) of the smallest context among the models that may answer ``name``.
+
+    A request sized for the head alone overflows the next tier: with the GPU in
+    a mode that does not load the head, every request is answered by a later
+    tier, so a client must fit the smallest context of the whole path.
+    """
+    contexts = [(model_by_name(models, member)["context"], member) for member in answering_models(name, chain)]
+    return min(contexts, key=lambda item: item[0])
+
+
+# Paperless-AI v3.0.9 counts 4 characters as one token for every model name that
+# is not an OpenAI one (services/serviceUtils.js, estimateTokensForNonOpenAI) and
+# truncates the document to TOKEN_LIMIT - RESPONSE_TOKENS - its prompt in those
+# units (services/customService.js). Qwen's and Llama's tokenizers give about 3
+# characters per token on German or number-heavy OCR text, so the estimate is
+# scaled by 3/4; the chat template and the app's per-message slack take a few
+# dozen tokens more.
+PAPERLESS_AI_CHARS_PER_TOKEN = 4
+REAL_CHARS_PER_TOKEN = 3
+PROMPT_OVERHEAD_TOKENS = 64
+# Room for Paperless-AI's own instructions and a page of text, in its units.
+PAPERLESS_AI_MIN_PROMPT_TOKENS = 1024
+
+
+def paperless_ai_budget(context, response_tokens):
+    """TOKEN_LIMIT and RESPONSE_TOKENS for Paperless-AI on a model path of ``context`` tokens.
+
+    The answer's room is capped at a quarter of the context. The prompt the app
+    may build (TOKEN_LIMIT - RESPONSE_TOKENS in its estimate) holds at most
+    ``context - answer - overhead`` real tokens at 3 characters per token.
+    """
+    response = min(int(response_tokens), context // 4)
+    prompt_real = context - response - PROMPT_OVERHEAD_TOKENS
+    prompt_estimate = prompt_real * REAL_CHARS_PER_TOKEN // PAPERLESS_AI_CHARS_PER_TOKEN
+    return {"token_limit": response + max(prompt_estimate, 0), "response_tokens": response,
+            "prompt_tokens": max(prompt_estimate, 0)}

@@ -8,8 +8,9 @@ import pytest
 from ansible_collections.homelab.inference.plugins.module_utils import _gpu_mode
 
 MODELS = [
-    {"name": "vllm-qwen", "backend": "vllm", "model": "Qwen/Qwen2.5-7B-Instruct-AWQ"},
-    {"name": "vllm-r1", "backend": "vllm", "model": "r1-awq", "tokenizer": "r1-tok", "reasoning": True},
+    {"name": "vllm-qwen", "backend": "vllm", "model": "Qwen/Qwen2.5-7B-Instruct-AWQ", "context": 8192},
+    {"name": "vllm-r1", "backend": "vllm", "model": "r1-awq", "tokenizer": "r1-tok", "reasoning": True,
+     "context": 16384},
 ]
 CATALOG_MODES = {"ml": {"vllm_model": "vllm-qwen"}, "r1": {"vllm_model": "vllm-r1"}, "gaming": {"vllm_model": None}}
 TABLE = _gpu_mode.mode_table(MODELS, CATALOG_MODES, ["--enforce-eager"], 8000)
@@ -33,10 +34,11 @@ def deployment(replicas=1, label="ml", served="vllm-qwen", generation=1, observe
 
 def test_mode_table():
     assert TABLE["ml"] == {"vllm_model": "vllm-qwen", "args": [
-        "--model", "Qwen/Qwen2.5-7B-Instruct-AWQ", "--served-model-name", "vllm-qwen", "--enforce-eager",
-        "--port", "8000"]}
-    assert TABLE["r1"]["args"][:8] == ["--model", "r1-awq", "--served-model-name", "vllm-r1", "--tokenizer",
-                                       "r1-tok", "--reasoning-parser", "deepseek_r1"]
+        "--model", "Qwen/Qwen2.5-7B-Instruct-AWQ", "--served-model-name", "vllm-qwen", "--max-model-len", "8192",
+        "--enforce-eager", "--port", "8000"]}
+    # each mode's vLLM is started with its model's context from the catalog
+    assert TABLE["r1"]["args"][:10] == ["--model", "r1-awq", "--served-model-name", "vllm-r1", "--tokenizer",
+                                        "r1-tok", "--reasoning-parser", "deepseek_r1", "--max-model-len", "16384"]
     assert TABLE["gaming"] == {"vllm_model": None, "args": None}
     assert _gpu_mode.first_model_mode(TABLE) == "ml"
 
