@@ -20,6 +20,7 @@ import yaml
 from .api.server import ApiHttpServer, ApiServer
 from .api.store import Store, now_rfc3339
 from .controllers import Controllers
+from .external import External
 from .kubelet import PodWorker, remove_pod_dir
 from .network import Network
 
@@ -84,6 +85,9 @@ class Lab:
 
     def start(self):
         self.bootstrap()
+        # Services the home lab already has, outside the collection (Paperless-ngx).
+        self.external = External(self).start()
+        self.network.external_names = self.external.names
         threading.Thread(target=self.http.serve_forever, name="api", daemon=True).start()
         threading.Thread(target=self.loop, name="controllers", daemon=True).start()
         self.write_kubeconfig()
@@ -118,6 +122,8 @@ class Lab:
         for worker in list(self.workers.values()):
             worker.join(timeout=15)
         self.network.close()
+        if getattr(self, "external", None):
+            self.external.stop()
         self.http.shutdown()
         self.http.server_close()
         self.store.save()

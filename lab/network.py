@@ -63,6 +63,7 @@ class Network:
         self.pod_net = "127.%d" % (100 + lab_index % 50)
         self.service_net = "127.%d" % (150 + lab_index % 50)
         self.dns_file = os.path.join(state_dir, "dns.json")
+        self.external_names = {}     # outside services' names (lab/external.py), shadowed by a Service
         self.lock = threading.RLock()
         self.listeners = {}          # (ip, port) -> ServiceListener
         self.pod_ips = {}            # pod uid -> ip
@@ -115,7 +116,7 @@ class Network:
     # -- reconciling (called by the controller loop) ----------------------------------
 
     def reconcile(self):
-        table, wanted = {}, {}
+        table, wanted = dict(self.external_names), {}
         for service in self.store.list("services"):
             spec, metadata = service.get("spec") or {}, service["metadata"]
             ip = spec.get("clusterIP")

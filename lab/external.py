@@ -1,0 +1,99 @@
+"""Services outside the collection that the home lab already has.
+
+The collection deploys LiteLLM, vLLM, Ollama and Paperless-AI; the user's lab
+also runs things it only talks to (Paperless-ngx, and the cloud providers
+beyond the internet). The lab starts a FAKE of each on its own loopback
+address in 127.(200+n).0.0/16 (n = the API port modulo 50, like the pod and
+Service ranges), under the DNS name the real one has, which the lab's child
+processes resolve through the same table as Services (lab/network.py,
+lab/hooks/sitecustomize.py).
+
+A kind of outside service is registered with ``@register(name)``: a factory
+``factory(lab, host) -> (server, [dns names])`` returning a started
+``FakeServer`` bound to ``host``. ``External`` starts every registered one
+with the lab, publishes their names, stops them with it, and finds one by
+name (``lab.external.server("paperless-ngx")``) for tests and fault knobs.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets as _secrets
+
+from .fakes.paperless_ngx import PaperlessNgxServer
+
+REGISTRY = {}
+
+
+def register(name):
+    def decorate(factory):
+        REGISTRY[name] = factory
+        return factory
+    return decorate
+
+
+def lab_secret(state_dir, name, make):
+    """A secret kept in the lab's state dir: the inventory reads the same file
+    (ansible.builtin.password lookup), so the fake and the roles agree on it."""
+    path = os.path.join(state_dir, "secrets", name)
+    try:
+        with open(path) as handle:
+            value = handle.read().split(" ", 1)[0].strip()
+        if value:
+            return value
+    except OSError:
+        pass
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    value = make()
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(value + "\n")
+    return value
+
+
+# The user's Paperless-ngx: in the reference system a Service in namespace docs.
+PAPERLESS_NGX_NAMES = ("paperless.docs.svc.cluster.local", "paperless.docs.svc", "paperless.docs")
+PAPERLESS_NGX_PORT = 8000
+PAPERLESS_NGX_USER = "paperless-ai"
+
+
+@register("paperless-ngx")
+def paperless_ngx(lab, host):
+    state_dir = lab.state_dir
+    # DRF tokens are 40 hex characters; made once, kept across `lab down` and `up`.
+    lab_secret(state_dir, "paperless_api_token", lambda: _secrets.token_hex(20))
+
+    def token():
+        # Read at each request: `lab up --fresh` or a hand edit takes effect at once.
+        try:
+            with open(os.path.join(state_dir, "secrets", "paperless_api_token")) as handle:
+                return handle.read().split(" ", 1)[0].strip()
+        except OSError:
+            return None
+    server = PaperlessNgxServer((host, PAPERLESS_NGX_PORT), token, username=PAPERLESS_NGX_USER).start()
+    return server, list(PAPERLESS_NGX_NAMES)
+
+
+class External:
+    def __init__(self, lab):
+        self.lab = lab
+        self.net = "127.%d" % (200 + lab.port % 50)
+        self.servers = {}
+        self.names = {}
+
+    def start(self):
+        for index, (name, factory) in enumerate(sorted(REGISTRY.items()), start=2):
+            host = "%s.0.%d" % (self.net, index)
+            server, names = factory(self.lab, host)
+            self.servers[name] = server
+            for dns_name in names:
+                self.names[dns_name] = host
+        return self
+
+    def server(self, name):
+        return self.servers[name]
+
+    def stop(self):
+        for server in self.servers.values():
+            server.stop()
+        self.servers = {}
