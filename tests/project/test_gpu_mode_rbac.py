@@ -1,0 +1,230 @@
+"""gpu_mode's RBAC rights are exactly the requests it makes.
+
+The lab is converged with site.yml, then gpu_mode.yml runs through every path
+of a switch (status, check mode, a verified no-op, a crashed run's lock taken
+over, ml -> r1 -> gaming -> ml, a failed load rolled back) while the lab's API
+records each request. Every request must be allowed by the objects the
+gpu_mode_access role renders, decided as kube-apiserver's RBAC authorizer
+decides; and every rule, each of its verbs and names, must have been needed.
+
+The lab does not authenticate or authorise requests yet, so this is how the
+rights are proven sufficient and minimal."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import urllib.parse
+
+import pytest
+import yaml
+
+from helpers import ansible_playbook
+from lab_fixture import start_lab
+
+SUBJECT = {"kind": "ServiceAccount", "name": "gpu-mode", "namespace": "ml"}
+# Kubernetes' default system:discovery ClusterRole, bound to every authenticated user.
+DISCOVERY_URLS = ("/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/openapi", "/openapi/*", "/readyz",
+                  "/version", "/version/")
+# kube-apiserver's verb for a resource request (Kubernetes docs, "Authorization: Determine the Request
+# Verb"; k8s.io/apiserver/pkg/endpoints/request/requestinfo.go): a subresource such as services/proxy
+# takes its HTTP method's verb too.
+HTTP_VERBS = {"POST": "create", "GET": "get", "HEAD": "get", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+EXPIRED_LEASE = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                 "metadata": {"name": "gpu-mode", "namespace": "ml"},
+                 "spec": {"holderIdentity": "crashed@host/1", "leaseDurationSeconds": 60,
+                          "acquireTime": "2020-01-01T00:00:00.000000Z", "renewTime": "2020-01-01T00:00:00.000000Z"}}
+
+
+def attributes(method, path, query=""):
+    """The RBAC attributes of a request, derived as kube-apiserver derives them (requestinfo.go)."""
+    parts = [p for p in urllib.parse.unquote(path).strip("/").split("/")]  # Go routes on the decoded path
+    non_resource = {"resource": False, "verb": method.lower(), "path": urllib.parse.unquote(path)}
+    if len(parts) < 3 or parts[0] not in ("api", "apis") or (parts[0] == "apis" and len(parts) < 4):
+        return non_resource
+    group, rest = ("", parts[2:]) if parts[0] == "api" else (parts[1], parts[3:])
+    assert rest[0] not in ("watch", "proxy"), "verb-in-path requests are deprecated: %s" % path
+    verb = HTTP_VERBS[method]
+    namespace = ""
+    if rest[0] == "namespaces" and len(rest) > 1:
+        namespace = rest[1]
+        if len(rest) > 2 and rest[2] not in ("status", "finalize"):
+            rest = rest[2:]
+    resource = rest[0]
+    name = rest[1] if len(rest) > 1 else ""
+    subresource = rest[2] if len(rest) > 2 else ""
+    params = urllib.parse.parse_qs(query)
+    if not name and verb == "get":
+        verb = "watch" if params.get("watch", ["false"])[0].lower() not in ("false", "0") else "list"
+        selector = params.get("fieldSelector", [""])[0]
+        if selector.startswith("metadata.name=") and "," not in selector:
+            name = selector.split("=", 1)[1]
+    if not name and verb == "delete":
+        verb = "deletecollection"
+    return {"resource": True, "verb": verb, "group": group, "resource_name": resource, "subresource": subresource,
+            "namespace": namespace, "name": name}
+
+
+def rule_allows(rule, request):
+    """k8s.io/kubernetes/plugin/pkg/auth/authorizer/rbac: RuleAllows for a resource request."""
+    combined = request["resource_name"] + ("/" + request["subresource"] if request["subresource"] else "")
+    return ((request["verb"] in rule["verbs"] or "*" in rule["verbs"])
+            and (request["group"] in rule["apiGroups"] or "*" in rule["apiGroups"])
+            and any(r in (combined, "*") or (request["subresource"] and r == "*/" + request["subresource"])
+                    for r in rule["resources"])
+            and (not rule.get("resourceNames") or request["name"] in rule["resourceNames"]))
+
+
+def grants(objects):
+    """(namespace the rules apply in, or None for everywhere, rules) for each binding of SUBJECT."""
+    roles = {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o["rules"]
+             for o in objects if o["kind"] in ("Role", "ClusterRole")}
+    found = []
+    for binding in objects:
+        if binding["kind"] not in ("RoleBinding", "ClusterRoleBinding") or SUBJECT not in binding["subjects"]:
+            continue
+        namespace = binding["metadata"].get("namespace")
+        ref = binding["roleRef"]
+        rules = roles[(ref["kind"], namespace if ref["kind"] == "Role" else None, ref["name"])]
+        found.append((namespace if binding["kind"] == "RoleBinding" else None, rules))
+    return found
+
+
+def allowed_by(granted, request):
+    """Every (binding, rule) index pair that allows the request."""
+    return [(b, r) for b, (namespace, rules) in enumerate(granted) for r, rule in enumerate(rules)
+            if (namespace is None or request["namespace"] == namespace) and rule_allows(rule, request)]
+
+
+def discovery_allows(request):
+    return request["verb"] == "get" and any(fnmatch.fnmatchcase(request["path"], url) for url in DISCOVERY_URLS)
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory):
+    """The objects the gpu_mode_access role renders when enabled (in the deploy play site.yml imports)."""
+    target = tmp_path_factory.mktemp("render")
+    ansible_playbook("playbooks/deploy.yml", "--tags", "render", "-e", "render_dir=%s" % target,
+                     "-e", "gpu_mode_access_enabled=true", check=True)
+    with open(os.path.join(str(target), "gpu-mode-access.yaml")) as handle:
+        return [o for o in yaml.safe_load_all(handle) if o]
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    """Every request gpu_mode.yml made on a converged lab, through each path of a switch."""
+    base = tmp_path_factory.mktemp("rbac")
+    lab = start_lab(base, load_delay=0.5)
+    for name in ("tmp", "converge-tmp"):
+        os.makedirs(str(base / name))
+    # gpu_mode.yml's own TMPDIR: the kubernetes client keeps its discovery cache there, so its
+    # first run reads discovery as a fresh controller would.
+    env = {"LAB_STATE_DIR": lab.state_dir, "TMPDIR": str(base / "tmp"),
+           "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"}
+
+    def gpu_mode(mode, *extra):
+        result = ansible_playbook("gpu_mode.yml", "-e", "mode=%s" % mode, *extra, env=env)
+        report = json.loads(result.stdout[result.stdout.index("{"):])
+        task = next(t for t in report["plays"][0]["tasks"] if t["task"]["name"].startswith("Switch the GPU to"))
+        return task["hosts"]["localhost"]
+
+    try:
+        converge = ansible_playbook("site.yml", env=dict(env, ANSIBLE_STDOUT_CALLBACK="default",
+                                                         TMPDIR=str(base / "converge-tmp")))
+        assert converge.returncode == 0, converge.stdout[-3000:]
+        lab.api.request_log = []
+        outcomes = {"status": gpu_mode("status"), "check": gpu_mode("r1", "--check"), "noop": gpu_mode("ml")}
+        lab.store.create("leases", json.loads(json.dumps(EXPIRED_LEASE)))  # a crashed run's lock
+        for mode in ("r1", "gaming", "ml"):
+            outcomes[mode] = gpu_mode(mode)
+        lab.faults["fail_models"]["vllm-r1"] = "oom"
+        outcomes["failed"] = gpu_mode("r1")
+        lab.faults["fail_models"].pop("vllm-r1")
+        outcomes["after"] = gpu_mode("status")
+        log, lab.api.request_log = lab.api.request_log, None
+        yield {"log": log, "outcomes": outcomes}
+    finally:
+        lab.stop()
+
+
+def test_the_scenario_went_through_every_path_of_a_switch(recorded):
+    outcomes = recorded["outcomes"]
+    assert (outcomes["status"]["mode"], outcomes["status"]["changed"]) == ("ml", False)
+    assert outcomes["check"]["changed"] is True and outcomes["check"]["mode"] == "r1"
+    assert outcomes["noop"]["changed"] is False and outcomes["noop"]["verified"]["vllm_models"] == ["vllm-qwen"]
+    for mode, previous in (("r1", "ml"), ("gaming", "r1"), ("ml", "gaming")):
+        assert outcomes[mode]["changed"] is True and not outcomes[mode].get("failed"), outcomes[mode]
+        assert outcomes[mode]["previous_mode"] == previous
+    assert outcomes["gaming"]["verified"]["gpu_holders"] == []
+    assert outcomes["failed"]["failed"] is True and outcomes["failed"]["rolled_back"] is True
+    assert outcomes["failed"]["msg"].endswith("rolled back to ml (verified)"), outcomes["failed"]["msg"]
+    assert outcomes["after"]["mode"] == "ml"
+
+
+def test_every_request_is_allowed_by_the_shipped_rules(recorded, shipped):
+    granted = grants(shipped)
+    assert granted, "no binding grants the ServiceAccount anything"
+    denied = []
+    for method, path, query in recorded["log"]:
+        request = attributes(method, path, query)
+        if request["resource"] and not allowed_by(granted, request):
+            denied.append("%s %s?%s -> %s" % (method, path, query, request))
+    assert denied == []
+
+
+def test_the_other_requests_are_api_discovery_which_every_authenticated_user_may_read(recorded):
+    others = [attributes(*entry) for entry in recorded["log"]]
+    others = [r for r in others if not r["resource"]]
+    assert others, "the first run reads discovery"
+    assert [r for r in others if not discovery_allows(r)] == []
+
+
+def test_every_shipped_rule_verb_and_name_was_needed(recorded, shipped):
+    """Each (rule, verb, name) allowed some request that no other rule allowed: nothing is granted in excess."""
+    granted = grants(shipped)
+    requests = [attributes(*entry) for entry in recorded["log"]]
+    used = set()
+    for request in (r for r in requests if r["resource"]):
+        allowing = allowed_by(granted, request)
+        if len(allowing) == 1:
+            b, r = allowing[0]
+            used.add((b, r, request["verb"], request["name"] if granted[b][1][r].get("resourceNames") else None))
+    wanted = {(b, r, verb, name) for b, (namespace, rules) in enumerate(granted) for r, rule in enumerate(rules)
+              for verb in rule["verbs"] for name in (rule.get("resourceNames") or [None])}
+    assert sorted(wanted - used, key=str) == []
+
+
+def test_the_authorizer_here_denies_what_the_rules_do_not_grant(shipped):
+    # Guards the tests above against an authorizer that allows too much.
+    granted = grants(shipped)
+    for method, path, query in (
+            ("GET", "/api/v1/namespaces/ml/secrets/litellm-secrets", ""),
+            ("PATCH", "/apis/apps/v1/namespaces/ml/deployments/litellm", ""),
+            ("GET", "/apis/apps/v1/namespaces/ml/deployments", ""),
+            ("GET", "/apis/apps/v1/namespaces/docs/deployments/vllm-server", ""),
+            ("PUT", "/apis/apps/v1/namespaces/ml/deployments/vllm-server/scale", ""),
+            ("GET", "/api/v1/nodes/lab-gpu", ""),
+            ("DELETE", "/api/v1/namespaces/ml/pods/vllm-server-1", ""),
+            ("GET", "/api/v1/namespaces/ml/pods", "watch=true"),
+            ("GET", "/api/v1/namespaces/ml/services/litellm%3A4000/proxy/v1%2Fmodels", ""),
+            ("POST", "/api/v1/namespaces/ml/services/vllm-api%3A8000/proxy/v1%2Fchat%2Fcompletions", ""),
+            ("GET", "/api/v1/namespaces/ml/services/ollama%3A11434/proxy/api%2Ftags", ""),
+            ("PUT", "/apis/coordination.k8s.io/v1/namespaces/ml/leases/other", ""),
+            ("DELETE", "/apis/coordination.k8s.io/v1/namespaces/ml/leases", "")):
+        assert allowed_by(granted, attributes(method, path, query)) == [], (method, path, query)
+    assert allowed_by(granted, attributes("POST", "/api/v1/namespaces/ml/services/litellm%3A4000/proxy/"
+                                                  "v1%2Fchat%2Fcompletions"))
+    assert allowed_by(granted, attributes("GET", "/api/v1/pods", "fieldSelector=spec.nodeName%3Dlab-gpu"))
+
+
+def test_request_attributes_follow_kube_apiserver():
+    assert attributes("GET", "/api/v1/namespaces/ml/services/vllm-api%3A8000/proxy/v1%2Fmodels") == {
+        "resource": True, "verb": "get", "group": "", "resource_name": "services", "subresource": "proxy",
+        "namespace": "ml", "name": "vllm-api:8000"}
+    assert attributes("GET", "/apis/apps/v1/namespaces/ml/deployments")["verb"] == "list"
+    assert attributes("GET", "/api/v1/pods", "watch=1")["verb"] == "watch"
+    assert attributes("GET", "/api/v1/nodes", "fieldSelector=metadata.name%3Dlab-gpu")["name"] == "lab-gpu"
+    assert attributes("DELETE", "/api/v1/namespaces/ml/pods")["verb"] == "deletecollection"
+    assert attributes("GET", "/api/v1/namespaces/ml")["resource_name"] == "namespaces"
+    assert attributes("GET", "/apis/apps/v1") == {"resource": False, "verb": "get", "path": "/apis/apps/v1"}
