@@ -1,0 +1,96 @@
+"""What a reboot does to the GPU mode: nothing. The mode is the vLLM
+Deployment's spec, which the cluster keeps; after a reboot Kubernetes starts
+the Deployment's pods again as they were, so a GPU-free mode stays GPU-free,
+and a site.yml run keeps the mode the cluster is in. Nothing restores the
+catalog's default mode at boot, and the docs must not say otherwise.
+
+On the lab, a reboot is `lab down` and `lab up` keeping its state: the API's
+objects are kept and the kubelet starts the pods it finds again."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+
+import pytest
+import yaml
+
+from helpers import ROOT, ansible_playbook
+from lab.cluster import Lab
+from lab_fixture import call, start_lab, wait_for
+
+DEPLOYMENT = "/apis/apps/v1/namespaces/ml/deployments/vllm-server"
+MODE_LABEL = "homelab.inference/gpu-mode"
+
+
+def gpu_mode(env, mode):
+    result = ansible_playbook("gpu_mode.yml", "-e", "mode=%s" % mode,
+                              env=dict(env, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json"))
+    report = json.loads(result.stdout[result.stdout.index("{"):])
+    task = next(t for t in report["plays"][0]["tasks"] if t["task"]["name"].startswith("Switch the GPU to"))
+    return task["hosts"]["localhost"]
+
+
+@pytest.fixture(scope="module")
+def rebooted(tmp_path_factory):
+    """A converged lab switched to gaming, then stopped and started again with its state."""
+    base = tmp_path_factory.mktemp("reboot")
+    lab = start_lab(base, load_delay=0.5, persist=True)
+    os.makedirs(str(base / "tmp"))
+    env = {"LAB_STATE_DIR": lab.state_dir, "TMPDIR": str(base / "tmp")}
+    try:
+        converge = ansible_playbook("site.yml", env=env)
+        assert converge.returncode == 0, converge.stdout[-3000:]
+        switched = gpu_mode(env, "gaming")
+        assert switched["changed"] is True and not switched.get("failed"), switched
+    finally:
+        lab.stop()
+    lab = Lab(lab.state_dir, port=lab.port, load_delay=0.5, persist=True).start()
+    try:
+        wait_for(lambda: call(lab, "GET", "/version")[0] == 200, timeout=10)
+        yield {"lab": lab, "env": env}
+    finally:
+        lab.stop()
+
+
+def test_a_gpu_free_mode_survives_a_reboot(rebooted):
+    lab = rebooted["lab"]
+    deployment = call(lab, "GET", DEPLOYMENT)[1]
+    assert deployment["spec"]["replicas"] == 0
+    assert deployment["metadata"]["labels"][MODE_LABEL] == "gaming"
+    # The other workloads came back: the cluster restarted what it had, and no vLLM pod among them.
+    wait_for(lambda: call(lab, "GET", "/apis/apps/v1/namespaces/ml/deployments/litellm")[1]
+             .get("status", {}).get("availableReplicas") == 1, timeout=120)
+    pods = call(lab, "GET", "/api/v1/namespaces/ml/pods?labelSelector=app.kubernetes.io%2Fname%3Dvllm")[1]["items"]
+    assert pods == []
+    status = gpu_mode(rebooted["env"], "status")
+    assert (status["mode"], status["changed"]) == ("gaming", False)
+
+
+def test_site_yml_after_the_reboot_keeps_the_mode(rebooted):
+    result = ansible_playbook("site.yml", env=rebooted["env"])
+    assert result.returncode == 0, result.stdout[-3000:]
+    deployment = call(rebooted["lab"], "GET", DEPLOYMENT)[1]
+    assert (deployment["spec"]["replicas"], deployment["metadata"]["labels"][MODE_LABEL]) == (0, "gaming")
+    status = gpu_mode(rebooted["env"], "status")
+    assert status["mode"] == "gaming"
+
+
+def test_no_doc_claims_that_a_reboot_restores_the_default_mode():
+    paths = [os.path.join(ROOT, "README.md"), os.path.join(ROOT, "group_vars", "all", "inference_catalog.yml")]
+    paths += glob.glob(os.path.join(ROOT, "docs", "*.md"))
+    paths += glob.glob(os.path.join(ROOT, "roles", "*", "README.md"))
+    paths += glob.glob(os.path.join(ROOT, "roles", "*", "meta", "argument_specs.yml"))
+    claims = []
+    for path in paths:
+        with open(path) as handle:
+            for number, line in enumerate(handle, 1):
+                if re.search(r"reboot\w*\W+(\w+\W+){0,3}restor", line, re.IGNORECASE):
+                    claims.append("%s:%d: %s" % (os.path.relpath(path, ROOT), number, line.strip()))
+    assert claims == []
+    with open(os.path.join(ROOT, "roles", "catalog", "meta", "argument_specs.yml")) as handle:
+        spec = yaml.safe_load(handle)["argument_specs"]["main"]["options"]["inference_gpu_default_mode"]
+    described = " ".join(spec["description"]) if isinstance(spec["description"], list) else spec["description"]
+    assert "survives a reboot" in described, "the catalog says what the tests above prove"
