@@ -20,6 +20,8 @@ from __future__ import annotations
 import os
 import secrets as _secrets
 
+from .fakes.gemini import FakeGemini
+from .fakes.openai_compat import FakeChatServer
 from .fakes.paperless_ngx import PaperlessNgxServer
 
 REGISTRY = {}
@@ -72,6 +74,37 @@ def paperless_ngx(lab, host):
             return None
     server = PaperlessNgxServer((host, PAPERLESS_NGX_PORT), token, username=PAPERLESS_NGX_USER).start()
     return server, list(PAPERLESS_NGX_NAMES)
+
+
+# The cloud providers of the catalog, beyond the internet: each under its API's
+# host name, on an unprivileged port and over plain HTTP (the lab has no TLS),
+# which the lab inventory's litellm_api_bases name. Each accepts exactly the key
+# the lab keeps for it in its state dir, as the real APIs accept only their own.
+CLOUD_PORT = 8080
+CLOUD = {
+    "openai": ("api.openai.com", ["gpt-4o-mini"]),
+    "groq": ("api.groq.com", ["llama-3.3-70b-versatile", "mixtral-8x7b-32768"]),
+    "mistral": ("api.mistral.ai", ["mistral-small-latest"]),
+    "gemini": ("generativelanguage.googleapis.com", ["gemini-2.0-flash", "gemini-2.5-flash"]),
+}
+
+
+def _cloud(provider):
+    host_name, models = CLOUD[provider]
+
+    def factory(lab, host):
+        key = lab_secret(lab.state_dir, "%s_api_key" % provider,
+                         lambda: "lab-%s-%s" % (provider, _secrets.token_hex(16)))
+        if provider == "gemini":
+            server = FakeGemini((host, CLOUD_PORT), models=models, api_key=key)
+        else:
+            server = FakeChatServer((host, CLOUD_PORT), flavour=provider, models=models, api_key=key)
+        return server.start(), [host_name]
+    return factory
+
+
+for _provider in CLOUD:
+    register(_provider)(_cloud(_provider))
 
 
 class External:

@@ -43,10 +43,12 @@ class Upstreams:
         self.vllm_port = free_port()
         self.vllm = FakeChatServer(("127.0.0.1", self.vllm_port), "vllm", list(vllm_models)).start()
         self.ollama = FakeOllama(models=["qwen2.5:3b", "llama3.2:1b"]).start()
-        self.openai = FakeChatServer(flavour="openai", models=["gpt-4o-mini"]).start()
-        self.groq = FakeChatServer(flavour="groq", models=["llama-3.3-70b-versatile", "mixtral-8x7b-32768"]).start()
-        self.mistral = FakeChatServer(flavour="mistral", models=["mistral-small-latest"]).start()
-        self.gemini = FakeGemini().start()
+        self.openai = FakeChatServer(flavour="openai", models=["gpt-4o-mini"], api_key=PROVIDER_KEYS["openai"]).start()
+        self.groq = FakeChatServer(flavour="groq", models=["llama-3.3-70b-versatile", "mixtral-8x7b-32768"],
+                                   api_key=PROVIDER_KEYS["groq"]).start()
+        self.mistral = FakeChatServer(flavour="mistral", models=["mistral-small-latest"],
+                                      api_key=PROVIDER_KEYS["mistral"]).start()
+        self.gemini = FakeGemini(api_key=PROVIDER_KEYS["gemini"]).start()
 
     @property
     def api_bases(self):

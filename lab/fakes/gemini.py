@@ -1,6 +1,12 @@
 """FAKE Google Gemini API (generativelanguage v1beta), the part LiteLLM's
 ``gemini/`` provider calls: ``POST /models/<model>:generateContent`` and
-``:streamGenerateContent?alt=sse``, with Google's error body on failures."""
+``:streamGenerateContent?alt=sse``, with Google's error body on failures.
+
+Given ``api_key``, a request whose ``x-goog-api-key`` header (how LiteLLM's
+gemini provider sends the key: litellm/llms/vertex_ai/vertex_llm_base.py,
+1.106) is missing or another key gets Google's answer for it: 400
+INVALID_ARGUMENT "API key not valid" with reason API_KEY_INVALID, or 403
+PERMISSION_DENIED when no key came (Gemini API troubleshooting guide)."""
 
 from __future__ import annotations
 
@@ -26,6 +32,17 @@ class GeminiHandler(FakeHandler):
             return self.send_body(404, self.error(404, "Not found"))
         model, method = path[len("/models/"):].split(":", 1)
         self.read_json()
+        key = self.headers.get("x-goog-api-key")
+        if server.api_key is not None and key != server.api_key:
+            if not key:
+                return self.send_body(403, self.error(403, "Method doesn't allow unregistered callers (callers "
+                                                           "without established identity). Please use API Key or "
+                                                           "other form of API consumer identity to call this API."))
+            body = self.error(400, "API key not valid. Please pass a valid API key.")
+            body["error"]["details"] = [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                                         "reason": "API_KEY_INVALID", "domain": "googleapis.com",
+                                         "metadata": {"service": "generativelanguage.googleapis.com"}}]
+            return self.send_body(400, body)
         server.count("chat")
         server.count("chat:" + model)
         if model not in server.models:
@@ -54,8 +71,9 @@ class GeminiHandler(FakeHandler):
 
 
 class FakeGemini(FakeServer):
-    def __init__(self, address=("127.0.0.1", 0), models=("gemini-2.0-flash", "gemini-2.5-flash")):
+    def __init__(self, address=("127.0.0.1", 0), models=("gemini-2.0-flash", "gemini-2.5-flash"), api_key=None):
         super().__init__(address, GeminiHandler)
+        self.api_key = api_key
         self.models = list(models)
         self.behaviour = "ok"
         self.error_status = 500

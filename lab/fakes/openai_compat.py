@@ -10,6 +10,9 @@ What they reproduce, because tests and LiteLLM depend on it:
 - Streaming is server-sent events, one ``data:`` line per chunk, then
   ``data: [DONE]``.
 - Cloud flavour errors use OpenAI's body; 429 carries ``retry-after``.
+- A cloud flavour given ``api_key`` answers a request without that bearer key
+  with the provider's own 401 (``refusal``), before anything else, as the
+  real APIs do; vLLM takes no key (it is started without ``--api-key``).
 
 Faults, set on the server object: ``behaviour`` is one of ``ok``, ``hang``
 (accept, never answer), ``error`` (HTTP ``error_status``), ``die_mid_stream``
@@ -68,6 +71,9 @@ class ChatHandler(FakeHandler):
         server.count("chat:" + model)
         server.requests.append({"model": model, "stream": bool(body.get("stream")), "at": time.monotonic(),
                                 "authorization": self.headers.get("Authorization", "")})
+        refused = server.refusal(self.headers.get("Authorization", ""))
+        if refused:
+            return self.send_body(401, refused)
         behaviour = server.behaviour
         if behaviour == "hang":
             server.release.wait()
@@ -135,9 +141,10 @@ class FakeChatServer(FakeServer):
     """One fake upstream. ``flavour`` is ``vllm`` or a cloud provider's name."""
 
     def __init__(self, address=("127.0.0.1", 0), flavour="vllm", models=("vllm-qwen",), reasoning_parser=None,
-                 reasoning_raw=False):
+                 reasoning_raw=False, api_key=None):
         super().__init__(address, ChatHandler)
         self.flavour = flavour
+        self.api_key = api_key
         self.models = list(models)
         self.reasoning_parser = reasoning_parser
         self.reasoning_raw = reasoning_raw
@@ -165,6 +172,27 @@ class FakeChatServer(FakeServer):
     def stop(self):
         self.release.set()
         super().stop()
+
+    def refusal(self, authorization):
+        """The provider's 401 body for a missing or wrong key, or None when the key is the one it holds.
+
+        OpenAI (API reference, "Error codes": 401 Invalid Authentication / Incorrect API key provided)
+        quotes the key's start and end; Groq (console.groq.com/docs/errors: 401 invalid_api_key) and
+        Mistral (its API's 401 Unauthorized) do not."""
+        if self.api_key is None or authorization == "Bearer " + self.api_key:
+            return None
+        key = authorization[len("Bearer "):] if authorization.startswith("Bearer ") else ""
+        if self.flavour == "openai":
+            if not key:
+                message = ("You didn't provide an API key. You need to provide your API key in an Authorization "
+                           "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")
+                return {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}}
+            shown = key[:3] + "*" * max(len(key) - 7, 0) + key[-4:] if len(key) > 7 else key
+            return self.error_body(401, "Incorrect API key provided: %s. You can find your API key at "
+                                        "https://platform.openai.com/account/api-keys." % shown)
+        if self.flavour == "mistral":
+            return {"message": "Unauthorized", "request_id": uuid.uuid4().hex}
+        return self.error_body(401, "Invalid API Key")
 
     def not_found_body(self, model):
         if self.flavour == "vllm":
