@@ -142,6 +142,8 @@ requirements:
   - kubernetes >= 24.2.0
 notes:
   - Polls adaptively (50 ms growing to 250 ms), so a finished rollout is noticed within a quarter of a second.
+  - The Kubernetes RBAC rights it needs are granted by the role R(homelab.inference.gpu_mode_access,
+    ansible_collections.homelab.inference.gpu_mode_access_role) (off by default); a 403 names the missing one.
 seealso:
   - name: The gpu_mode.yml playbook
     description: Switches with the catalog's mode table and prints a summary.

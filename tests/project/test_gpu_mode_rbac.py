@@ -20,6 +20,8 @@ import urllib.parse
 import pytest
 import yaml
 
+from ansible_collections.homelab.inference.plugins.module_utils import _gpu_mode_rights
+from ansible_collections.homelab.inference.plugins.modules import gpu_mode
 from helpers import ansible_playbook
 from lab_fixture import start_lab
 
@@ -228,3 +230,8 @@ def test_request_attributes_follow_kube_apiserver():
     assert attributes("DELETE", "/api/v1/namespaces/ml/pods")["verb"] == "deletecollection"
     assert attributes("GET", "/api/v1/namespaces/ml")["resource_name"] == "namespaces"
     assert attributes("GET", "/apis/apps/v1") == {"resource": False, "verb": "get", "path": "/apis/apps/v1"}
+
+
+def test_the_rights_assume_the_modules_own_defaults():
+    spec = gpu_mode.argument_spec()
+    assert _gpu_mode_rights.DEFAULTS == {name: spec[name]["default"] for name in _gpu_mode_rights.DEFAULTS}
