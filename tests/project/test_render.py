@@ -20,6 +20,7 @@ CANARIES = {
     "litellm_master_key": "sk-CANARY-litellm-0c5f1e2a",
     "paperless_ai_api_key": "sk-CANARY-litellm-0c5f1e2a",
     "paperless_ai_paperless_token": "CANARY-paperless-7d41b9",
+    "paperless_ai_access_key": "CANARY-paperless-ai-3c2d",
     "litellm_database_url": "postgresql://litellm:CANARY-db-5e6f@db:5432/litellm",
     "litellm_redis_password": "CANARY-redis-91ab",
 }
@@ -127,7 +128,8 @@ def test_no_clear_text_secret_in_the_render_or_the_verbose_diff_output(rendered)
 
 def test_secrets_are_rendered_redacted_with_their_keys(rendered):
     secret = find(rendered, "Secret", "paperless-ai")
-    assert secret["stringData"] == {"CUSTOM_API_KEY": "<redacted>", "PAPERLESS_API_TOKEN": "<redacted>"}
+    assert secret["stringData"] == {"CUSTOM_API_KEY": "<redacted>", "PAPERLESS_API_TOKEN": "<redacted>",
+                                   "API_KEY": "<redacted>"}
     secret = find(rendered, "Secret", "litellm-secrets")
     assert sorted(secret["stringData"]) == ["DATABASE_URL", "GEMINI_API_KEY", "GROQ_API_KEY", "LITELLM_MASTER_KEY",
                                             "MISTRAL_API_KEY", "OPENAI_API_KEY", "REDIS_PASSWORD"]
@@ -258,13 +260,24 @@ def test_ollama_is_pinned_to_its_worker_and_keeps_models_loaded(rendered):
 
 def test_paperless_ai_talks_to_litellm_with_the_chain_head(rendered):
     config = find(rendered, "ConfigMap", "paperless-ai")["data"]
+    # The budget fits the smallest context a request for vllm-qwen may meet: ollama-qwen's 4096 tokens
+    # (the GPU in another mode); TOKEN_LIMIT in Paperless-AI's 4-characters-a-token estimate.
     assert config == {"AI_PROVIDER": "custom", "CUSTOM_BASE_URL": "http://litellm.ml.svc.cluster.local:4000/v1",
-                      "CUSTOM_MODEL": "vllm-qwen"}
+                      "CUSTOM_MODEL": "vllm-qwen", "TOKEN_LIMIT": "3274", "RESPONSE_TOKENS": "1000",
+                      "PAPERLESS_API_URL": "http://paperless.docs.svc.cluster.local:8000/api",
+                      "PAPERLESS_USERNAME": "paperless-ai"}
     deployment = find(rendered, "Deployment", "paperless-ai")
     init = deployment["spec"]["template"]["spec"]["initContainers"][0]
     managed = [e["value"] for e in init["env"] if e["name"] == "MANAGED_KEYS"][0].split()
-    assert managed == ["AI_PROVIDER", "CUSTOM_API_KEY", "CUSTOM_BASE_URL", "CUSTOM_MODEL", "PAPERLESS_API_TOKEN"]
-    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == init["image"]
+    assert managed == ["AI_PROVIDER", "API_KEY", "CUSTOM_API_KEY", "CUSTOM_BASE_URL", "CUSTOM_MODEL",
+                       "PAPERLESS_API_TOKEN", "PAPERLESS_API_URL", "PAPERLESS_USERNAME", "RESPONSE_TOKENS",
+                       "TOKEN_LIMIT"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == init["image"]
+    # probed by its own health endpoint, not by an open port
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/health", "port": "http"}, probe
+    assert container["env"] == [{"name": "PAPERLESS_AI_PORT", "value": "3000"}]
 
 
 def test_device_plugin_only_on_gpu_nodes(rendered):

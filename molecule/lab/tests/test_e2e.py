@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import hashlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -12,10 +13,12 @@ import sys
 import re
 import threading
 import time
+import urllib.error
+import urllib.request
 
 import yaml
 
-from conftest import (ROOT, STATE, api, decoded_secret, deployment, gpu_mode, litellm, master_key, playbook)
+from conftest import (PORT, ROOT, STATE, api, decoded_secret, deployment, gpu_mode, litellm, master_key, playbook)
 
 CATALOG = os.path.join(ROOT, "group_vars", "all", "inference_catalog.yml")
 
@@ -57,21 +60,76 @@ def test_the_real_litellm_serves_the_rendered_config():
 
 
 def test_paperless_used_litellm_with_the_managed_model_and_key_despite_a_stale_env():
+    """The FAKE Paperless-AI reads its .env as v3.0.9 does (no unquoting), validates against the lab's
+    FAKE Paperless-ngx and LiteLLM, marks itself configured and classifies within the derived budget."""
+    sys.path.insert(0, ROOT)
+    from lab.workloads.paperless_ai import load_config
+    spec = importlib.util.spec_from_file_location("_catalog", os.path.join(ROOT, "plugins/module_utils/_catalog.py"))
+    _catalog = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(_catalog)
     volume = os.path.join(STATE, "volumes", "pvc", "docs", "paperless-ai")
-    deadline = time.monotonic() + 60
-    while not os.path.exists(os.path.join(volume, "lab-client-report.json")) and time.monotonic() < deadline:
+    report_path = os.path.join(volume, "lab-client-report.json")
+    deadline, report = time.monotonic() + 90, {}
+    while time.monotonic() < deadline:
+        if os.path.exists(report_path):
+            with open(report_path) as handle:
+                report = json.load(handle)
+            documents = (report.get("scan") or {}).get("documents") or []
+            if len(documents) == 2 and all("request" in d or "error" in d for d in documents):
+                break
         time.sleep(0.5)
-    with open(os.path.join(volume, "lab-client-report.json")) as handle:
-        report = json.load(handle)
-    assert report["provider"] == "custom"
-    assert report["base_url"] == "http://litellm.ml.svc.cluster.local:4000/v1"
-    assert report["model"] == "vllm-qwen"
-    assert report["api_key_sha256"] == hashlib.sha256(master_key().encode()).hexdigest()
-    assert report["status"] == 200
+    key_hash = hashlib.sha256(master_key().encode()).hexdigest()
+    assert report["configured"] is True, report
+    validation = report["validations"][-1]
+    assert validation["paperless"] == {"url": "http://paperless.docs.svc.cluster.local:8000/api/documents/",
+                                       "status": 200}
+    assert validation["custom"]["base_url"] == "http://litellm.ml.svc.cluster.local:4000/v1"
+    assert validation["custom"]["model"] == "vllm-qwen" and validation["custom"]["status"] == 200
+    assert validation["custom"]["api_key_sha256"] == key_hash
+    with open(CATALOG) as handle:
+        catalog = yaml.safe_load(handle)
+    context, _ = _catalog.usable_context(catalog["inference_models"], catalog["inference_fallback_chain"], "vllm-qwen")
+    budget = _catalog.paperless_ai_budget(context, 1000)
+    assert report["scan"]["user_id"] is not None
+    for document in report["scan"]["documents"]:
+        request = document["request"]
+        assert request["base_url"] == "http://litellm.ml.svc.cluster.local:4000/v1"
+        assert request["model"] == "vllm-qwen" and request["api_key_sha256"] == key_hash
+        assert request["status"] == 200 and request["answered_by"] == "vllm-qwen"
+        assert (document["token_limit"], document["response_tokens"]) == (budget["token_limit"],
+                                                                           budget["response_tokens"])
+        assert document["estimated_request_tokens"] + document["response_tokens"] <= document["token_limit"]
+    long_document = report["scan"]["documents"][1]
+    assert long_document["sent_chars"] < long_document["content_chars"], "the long document is cut to the budget"
     with open(os.path.join(volume, ".env")) as handle:
         env_file = handle.read()
-    assert "TAGS=invoice,receipt" in env_file, "settings the role does not manage are kept"
+    values = load_config(env_file)
+    assert values["CUSTOM_API_KEY"] == master_key() and values["AI_PROVIDER"] == "custom"
+    assert values["TOKEN_LIMIT"] == str(budget["token_limit"])
+    assert values["TAGS"] == "invoice,receipt", "settings the role does not manage are kept"
     assert "sk-stale" not in env_file and "ollama" not in env_file
+
+
+def test_paperless_ai_answers_its_own_health_and_its_configured_state():
+    status, body = api("GET", "/api/v1/namespaces/docs/services/paperless-ai:3000/proxy/health")
+    assert status == 200 and body == {"status": "healthy"}
+    # Whether it validated its settings shows only behind its API key (x-api-key): 200 when
+    # configured, 302 to /setup when not (and 302 to /login without the key).
+    with open(os.path.join(STATE, "secrets", "paperless_ai_access_key")) as handle:
+        access_key = handle.read().split()[0]
+    url = "http://127.0.0.1:%d/api/v1/namespaces/docs/services/paperless-ai:3000/proxy/api/processing-status" % PORT
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+    opener = urllib.request.build_opener(NoRedirect)
+    with opener.open(urllib.request.Request(url, headers={"x-api-key": access_key}), timeout=60) as response:
+        assert response.status == 200 and json.loads(response.read())["isProcessing"] is False
+    try:
+        opener.open(url, timeout=60)
+        raise AssertionError("no key must not pass")
+    except urllib.error.HTTPError as err:
+        assert err.code == 302 and err.headers["Location"] == "/login"
 
 
 # -- GPU modes ---------------------------------------------------------------------------
