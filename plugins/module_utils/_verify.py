@@ -121,7 +121,7 @@ def driver(requirement, pod, log):
     if _version(smi["driver_version"]) < _version(requirement["min_driver"]):
         return row(check, FAIL, "driver %s is too old: %s" % (found, needs),
                    "set nvidia_driver_branch to %s or later and run site.yml --limit gpu_workers (then reboot the "
-                   "worker)" % str(requirement["min_driver"]).split(".")[0])
+                   "worker)" % str(requirement["min_driver"]).split(".", maxsplit=1)[0])
     return row(check, OK, "driver %s; %s" % (found, needs))
 
 
@@ -171,9 +171,9 @@ def model_answer(entry, answer, label):
     if status == 401 and "authenticationerror" not in _error(answer).lower():
         return row(check, FAIL, "LiteLLM refused the master key (401)",
                    "litellm_master_key differs from the deployed Secret: re-run site.yml --tags litellm")
-    if status in (401, 403):
+    if status in (401, 403) or (entry["backend"] not in ("vllm", "ollama") and "api key" in _error(answer).lower()):
         # Providers quote part of a refused key in their message (OpenAI: "Incorrect API key provided:
-        # sk-ab****yz"): say who refused it, not what it said.
+        # sk-ab****yz"; Gemini answers 400 "API key not valid"): say who refused it, not what it said.
         return row(check, FAIL, "%s (%s) answered %s: the provider refused the key" % (entry["name"], label, status),
                    _fix(entry))
     return row(check, FAIL, "%s (%s) answered %s: %s" % (entry["name"], label, status, _error(answer)), _fix(entry))
@@ -233,8 +233,8 @@ def gateway_plan(models, chain, gpu_model, gpu_mode, states):
     for index, name in enumerate(chain, 1):
         entry = by_name[name]
         if entry["backend"] == "vllm" and name != gpu_model:
-            rows.append(row("LiteLLM -> %s" % name, SKIP, "chain tier %d, not served in mode %s (its requests fall "
-                                                           "back to the next tier)" % (index, gpu_mode)))
+            detail = "chain tier %d, not served in mode %s (its requests fall back to the next tier)" % (index, gpu_mode)
+            rows.append(row("LiteLLM -> %s" % name, SKIP, detail))
         elif entry["backend"] not in states or states[entry["backend"]] == "set":
             add(entry, "chain tier %d" % index)
     for backend, state in states.items():

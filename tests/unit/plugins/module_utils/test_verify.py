@@ -128,6 +128,10 @@ def test_a_provider_that_refuses_its_key_fails_the_key_not_the_master_key():
     key = next(r for r in rows if r["check"] == "openai key")
     assert key["status"] == "fail" and "answered 401: the provider refused the key" in key["detail"]
     assert "Incorrect API key" not in key["detail"], "providers quote part of the key in this message"
+    gemini = _verify.model_answer({"name": "gemini/flash", "backend": "gemini"}, answer(
+        400, message="litellm.BadRequestError: GeminiException - API key not valid. Please pass a valid API key."),
+        "gemini key")
+    assert gemini["detail"] == "gemini/flash (gemini key) answered 400: the provider refused the key"
     gateway = _verify.model_answer(MODELS[0], answer(401, message="Authentication Error, Invalid or missing API key"),
                                    "mode ml")
     assert gateway["detail"] == "LiteLLM refused the master key (401)"
