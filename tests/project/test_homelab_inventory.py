@@ -14,6 +14,8 @@ import yaml
 
 from helpers import ROOT, ansible_playbook
 
+from ansible_collections.homelab.inference.plugins.module_utils import _cuda_driver
+
 INVENTORY = "inventories/homelab"
 # What the vault holds on a real controller (vault.yml.example lists the names).
 VAULT = {name: "CANARY-%s" % name for name in re.findall(
@@ -30,6 +32,19 @@ def test_the_inventory_parses_and_places_the_gpu_worker():
     worker = inventory["_meta"]["hostvars"]["k3s-gpu-worker"]
     assert worker["k3s_agent_token"] == "{{ vault_k3s_agent_token }}"
     assert worker["k3s_agent_server_url"].startswith("https://")
+
+
+def test_the_gpu_workers_driver_runs_the_catalogs_vllm_image():
+    # The catalog (playbook-adjacent group_vars) names the image; the inventory names the driver branch.
+    executable = os.path.join(os.path.dirname(sys.executable), "ansible-inventory")
+    result = subprocess.run([executable, "-i", INVENTORY, "--list", "--playbook-dir", ROOT], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    worker = json.loads(result.stdout)["_meta"]["hostvars"]["k3s-gpu-worker"]
+    requirement = _cuda_driver.vllm_cuda_requirement(worker["inference_vllm_image"])
+    assert _cuda_driver.driver_satisfies(worker["nvidia_driver_branch"], requirement["min_driver"]), (worker, requirement)
+    # Debian's archive stops at 535: a branch that new comes from NVIDIA's CUDA repository.
+    assert worker["nvidia_driver_source"] == "cuda"
 
 
 def test_render_from_the_homelab_inventory_touches_no_host(tmp_path):
