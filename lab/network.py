@@ -20,8 +20,10 @@ import http.client
 import itertools
 import json
 import os
+import posixpath
 import socket
 import threading
+import urllib.parse
 
 from .api.errors import ApiError
 
@@ -191,7 +193,27 @@ class Network:
         finally:
             connection.close()
         out = {k: v for k, v in response.getheaders() if k.lower() not in HOP_BY_HOP}
+        for key in [k for k in out if k.lower() == "location"]:
+            out[key] = proxied_location(out[key], "/api/v1/namespaces/%s/services/%s/proxy" % (namespace, name_port),
+                                        headers.get("Host") or "", "%s:%s" % (ip, target))
         return response.status, out, payload
+
+
+def proxied_location(location, prefix, api_host, backend):
+    """A redirect of the backend, rewritten to stay in the proxy as kube-apiserver does
+    (k8s.io/apimachinery v0.31 pkg/util/proxy/transport.go, rewriteURL): a path on the
+    same host gets the proxy's prefix and the API server's address; another host or a
+    relative path is left alone."""
+    target = urllib.parse.urlsplit(location)
+    if (target.netloc and target.netloc not in (backend, api_host)) or not target.path.startswith("/"):
+        return location
+    if target.path.startswith(prefix):
+        path = target.path
+    else:
+        path = posixpath.join(prefix, target.path.lstrip("/"))
+        if target.path.endswith("/") and not path.endswith("/"):
+            path += "/"
+    return urllib.parse.urlunsplit(("http", api_host, path, target.query, target.fragment))
 
 
 class ServiceListener:

@@ -20,7 +20,7 @@ class FilterModule:
             "verify_gateway_rows": _verify.gateway_rows,
             "verify_secret": _verify.secret_placeholder,
             "verify_ollama_models": _verify.ollama_models,
-            "verify_paperless_health": _verify.paperless_health,
+            "verify_paperless": _verify.paperless,
             "verify_table": _verify.table,
             "verify_failures": _verify.failures,
         }

@@ -58,13 +58,15 @@ class ServiceEndpoint:
         status, text, dummy = self.exchange(method, path, body, timeout, headers)
         return status, text
 
-    def exchange(self, method, path, body=None, timeout=30, headers=None):
-        """(status, text, response headers with lower-case names)."""
+    def exchange(self, method, path, body=None, timeout=30, headers=None, follow_redirects=True):
+        """(status, text, response headers with lower-case names); with ``follow_redirects`` false a
+        redirect is the answer (through the proxy its Location is the proxy's own path)."""
         headers = dict(headers or {}, **{"Content-Type": "application/json"})
         if self.url:
-            return self._direct(method, path, json.dumps(body) if body is not None else None, timeout, headers)
+            return self._direct(method, path, json.dumps(body) if body is not None else None, timeout, headers,
+                                follow_redirects)
         # The kubernetes client serialises the body itself.
-        status, text, response_headers = self._proxied(method, path, body, timeout, headers)
+        status, text, response_headers = self._proxied(method, path, body, timeout, headers, follow_redirects)
         if status == 403 and _refused_by_api(text):
             name = "%s:%s" % (self.service, self.port)
             right = _gpu_mode_rights.describe(_gpu_mode_rights.HTTP_VERBS.get(method.upper(), method.lower()), "",
@@ -81,17 +83,17 @@ class ServiceEndpoint:
             raise ServiceError("%s %s on %s answered %s with a body that is not JSON: %s"
                                % (method, path, self.label, status, text[:200]), status)
 
-    def _direct(self, method, path, data, timeout, headers):
+    def _direct(self, method, path, data, timeout, headers, follow_redirects=True):
         try:
             response = open_url(self.url + "/" + path.lstrip("/"), method=method, data=data, timeout=timeout,
-                                headers=headers)
+                                headers=headers, follow_redirects="urllib2" if follow_redirects else "none")
             return response.getcode(), to_text(response.read()), _lower(response.headers)
         except HTTPError as err:
             return err.code, to_text(err.read()), _lower(err.headers)
         except (URLError, OSError) as err:
             raise ServiceError("cannot reach %s: %s" % (self.label, to_native(getattr(err, "reason", err))))
 
-    def _proxied(self, method, path, data, timeout, headers):
+    def _proxied(self, method, path, data, timeout, headers, follow_redirects=True):
         if self._api is None:
             try:
                 self._api = get_api_client(module=self.module).client.client
@@ -106,6 +108,14 @@ class ServiceEndpoint:
             if hasattr(self._api, "param_serialize"):  # kubernetes >= 31 (the newer generated client)
                 serialized = self._api.param_serialize(method, resource, path_params=params, header_params=headers,
                                                        body=data, auth_settings=["BearerToken"])
+                if not follow_redirects:
+                    # The client's REST layer always follows redirects (urllib3's default); its pool does not
+                    # have to. Same URL, headers (the credentials) and TLS settings, one request.
+                    method, url, header_params, payload = serialized[:4]
+                    response = self._api.rest_client.pool_manager.request(
+                        method, url, body=json.dumps(payload) if payload is not None else None, headers=header_params,
+                        timeout=timeout, preload_content=False, redirect=False)
+                    return response.status, to_text(response.read()), _lower(response.headers)
                 response = self._api.call_api(*serialized, _request_timeout=timeout)
                 return response.status, to_text(response.read()), _lower(response.headers)
             response = self._api.call_api(

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import re
 
+from ansible_collections.homelab.inference.plugins.module_utils import _cuda_driver
+
 OK, FAIL, WARN, SKIP = "ok", "fail", "warn", "skip"
 GPU = "nvidia.com/gpu"
 # The example values a vault file is copied from (inventories/homelab/.../vault.yml.example)
@@ -97,10 +99,6 @@ def parse_smi(log):
     return None
 
 
-def _version(text):
-    return tuple(int(part) for part in re.findall(r"\d+", str(text)))
-
-
 def driver(requirement, pod, log):
     """The driver a GPU pod's nvidia-smi reports, against what the vLLM image's CUDA needs.
 
@@ -118,7 +116,7 @@ def driver(requirement, pod, log):
             "(site.yml --limit gpu_workers)")
     found = "%s (%s)" % (smi["driver_version"], smi["name"])
     needs = "CUDA %s of %s needs %s or later" % (requirement["cuda"], image, requirement["min_driver"])
-    if _version(smi["driver_version"]) < _version(requirement["min_driver"]):
+    if not _cuda_driver.driver_satisfies(smi["driver_version"], requirement["min_driver"]):
         return row(check, FAIL, "driver %s is too old: %s" % (found, needs),
                    "set nvidia_driver_branch to %s or later and run site.yml --limit gpu_workers (then reboot the "
                    "worker)" % str(requirement["min_driver"]).split(".", maxsplit=1)[0])
@@ -143,6 +141,14 @@ def _error(answer):
         if message:
             return one_line(message)
     return one_line(answer.get("text") or answer.get("msg") or "no body")
+
+
+def _proxy_refusal(answer):
+    """The API server's own error (a Status: no ready pod behind the Service, ...), not the Service's answer."""
+    body = answer.get("json")
+    if answer.get("status", 200) != 200 and isinstance(body, dict) and body.get("kind") == "Status":
+        return one_line(body.get("message") or body.get("reason") or answer.get("status"))
+    return None
 
 
 def _fix(entry):
@@ -199,6 +205,8 @@ def cloud_key(backend, state, models, answer_row=None, variable=None):
                    "put the real key in the vault, or leave it empty to go without %s" % backend)
     if answer_row is None:
         return row(check, SKIP, "set; none of %s was asked" % names)
+    if answer_row["status"] == SKIP:
+        return row(check, SKIP, "set; %s" % answer_row["detail"])
     if answer_row["status"] == OK:
         return row(check, OK, "set; %s" % answer_row["detail"])
     return row(check, FAIL, "set, but %s" % answer_row["detail"], "check the key in the vault (%s)" % variable)
@@ -248,9 +256,18 @@ def gateway_plan(models, chain, gpu_model, gpu_mode, states):
 def gateway_rows(models, plan, answers, states):
     """Rows for what LiteLLM answered: one per local model, one per cloud key (proven by one of its models)."""
     rows = list(plan["rows"])
+    refusals = [_proxy_refusal(answer) for answer in answers]
+    if any(refusals):
+        # One line for the gateway being away, not one per model it could not be asked for.
+        rows.insert(0, row("LiteLLM", FAIL, "no answer through the API server's service proxy: %s"
+                           % next(r for r in refusals if r), "check LiteLLM's pod (kubectl get pods -A -l "
+                           "app.kubernetes.io/name=litellm) and re-run site.yml --tags litellm"))
     answered = {}
-    for entry, answer in zip(plan["ask"], answers):
-        result = model_answer(entry, answer, entry["label"])
+    for entry, answer, refusal in zip(plan["ask"], answers, refusals):
+        if refusal:
+            result = row("LiteLLM -> %s" % entry["name"], SKIP, "not asked: LiteLLM did not answer")
+        else:
+            result = model_answer(entry, answer, entry["label"])
         answered[entry["name"]] = result
         if entry["backend"] not in states:
             rows.append(result)
@@ -275,17 +292,40 @@ def ollama_models(wanted, missing, failure=None):
     return row(check, OK, "pulled: %s" % ", ".join(wanted))
 
 
-def paperless_health(answer, namespace, name):
+def paperless(health, configured, namespace, name, timeout):
+    """Paperless-AI answers, and has validated its settings.
+
+    Its /health says only that the process and its database work: in v3.0.9 the router's /health
+    (routes/setup.js, mounted before server.js's own) answers 200 configured or not. A route behind its
+    API key tells: it answers once the setup check passed, and redirects to /setup (or /settings) when
+    the check failed (routes/setup.js, the router's middleware). ``configured`` is that answer, or None
+    when no key is known."""
     check = "Paperless-AI"
-    if answer.get("failed") or "status" not in answer:
-        return row(check, FAIL, "no answer from its /health: %s" % _error(answer),
+    look = "read its log (kubectl -n %s logs deploy/%s)" % (namespace, name)
+    if health.get("failed") or "status" not in health:
+        return row(check, FAIL, "no answer from its /health: %s" % _error(health),
                    "check the %s pod (kubectl -n %s get pods)" % (name, namespace))
-    if answer["status"] == 200:
-        return row(check, OK, "/health answered 200")
-    return row(check, FAIL, "/health answered %s (%s): the app is not configured and scans nothing" % (
-        answer["status"], _error(answer)),
-        "read its log (kubectl -n %s logs deploy/%s): the Paperless-ngx URL and token (paperless_ai_paperless_url, "
-        "paperless_ai_paperless_token) and its gateway key must work" % (namespace, name))
+    if health["status"] != 200:
+        return row(check, FAIL, "/health answered %s: %s" % (health["status"], _error(health)), look)
+    if configured is None:
+        return row(check, WARN, "/health answered 200, which Paperless-AI v3.0.9 answers configured or not",
+                   "set paperless_ai_access_key (its API_KEY) so verify.yml can tell whether its settings work")
+    if configured.get("failed") or "status" not in configured:
+        if "timed out" in _error(configured).lower():
+            return row(check, FAIL, "no answer within %s s: it is still checking its settings (it retries them for "
+                                    "up to 5 minutes after a start)" % timeout, "run verify.yml again later, or " + look)
+        return row(check, FAIL, "no answer: %s" % _error(configured), look)
+    location = (configured.get("headers") or {}).get("location", "")
+    if configured["status"] == 200:
+        return row(check, OK, "configured: its settings validated (Paperless-ngx and the gateway answered)")
+    if configured["status"] in (301, 302, 303, 307) and location.rstrip("/").endswith(("/setup", "/settings")):
+        return row(check, FAIL, "not configured: its setup check failed, so it scans no document",
+                   look + "; its Paperless-ngx URL and token (paperless_ai_paperless_url, paperless_ai_paperless_token) "
+                   "and its gateway key must work")
+    if configured["status"] in (301, 302, 303, 307) and location.rstrip("/").endswith("/login"):
+        return row(check, FAIL, "it refused paperless_ai_access_key (redirect to /login)",
+                   "re-run site.yml --tags paperless_ai so its API_KEY is the managed one")
+    return row(check, FAIL, "its API answered %s: %s" % (configured["status"], _error(configured)), look)
 
 
 # -- the summary ----------------------------------------------------------------------------------

@@ -15,8 +15,9 @@ description:
   - Sends one request to a Service port through the Kubernetes API's service proxy (the controller needs no ingress
     and no C(kubectl exec)), or straight to O(url) when given, and returns the status, the response headers and the
     body, parsed when it is JSON.
-  - An answer with any HTTP status is returned, not failed on; the caller judges it. The module fails only when no
-    answer came back (the API server or the URL cannot be reached), in one line.
+  - An answer with any HTTP status is returned, not failed on; the caller judges it. A redirect is returned too, not
+    followed (through the service proxy its C(location) is the proxy's own path, as the API server rewrites it). The
+    module fails only when no answer came back (the API server or the URL cannot be reached), in one line.
   - Meant for checks (C(verify.yml) asks each model through LiteLLM, Paperless-AI for its health), so it never reports
     a change.
 extends_documentation_fragment:
@@ -59,8 +60,12 @@ options:
     type: raw
   api_key:
     description:
-      - A key sent as C(Bearer <key>) in the O(api_key_header) header. Never logged or returned.
+      - A key sent in the O(api_key_header) header, after O(api_key_scheme). Never logged or returned.
     type: str
+  api_key_scheme:
+    description: What comes before the key in its header, for example V(Bearer); empty for the bare key.
+    type: str
+    default: Bearer
   api_key_header:
     description:
       - The header that carries O(api_key). The API server's service proxy does not pass C(Authorization) on, so the
@@ -96,6 +101,16 @@ EXAMPLES = r"""
     service: paperless-ai
     port: 3000
     path: /health
+
+- name: A route of Paperless-AI behind its API key (a redirect to /setup means it is not configured)
+  homelab.inference.service_request:
+    namespace: docs
+    service: paperless-ai
+    port: 3000
+    path: /api/processing-status
+    api_key: "{{ paperless_ai_access_key }}"
+    api_key_header: x-api-key
+    api_key_scheme: ""
 """
 
 RETURN = r"""
@@ -148,6 +163,7 @@ def argument_spec():
         body=dict(type="raw"),
         api_key=dict(type="str", no_log=True),
         api_key_header=dict(type="str", default="x-litellm-api-key", no_log=False),
+        api_key_scheme=dict(type="str", default="Bearer", no_log=False),
         timeout=dict(type="int", default=30),
         url=dict(type="str"),
     )
@@ -163,10 +179,12 @@ def parse(text):
 
 def run(module, endpoint):
     params = module.params
-    headers = {params["api_key_header"]: "Bearer " + params["api_key"]} if params["api_key"] else {}
+    scheme = params["api_key_scheme"]
+    headers = {params["api_key_header"]: (scheme + " " if scheme else "") + params["api_key"]} if params["api_key"] else {}
     began = time.monotonic()
     status, text, response_headers = endpoint.exchange(params["method"], params["path"], params["body"],
-                                                       timeout=params["timeout"], headers=headers)
+                                                       timeout=params["timeout"], headers=headers,
+                                                       follow_redirects=False)
     return dict(changed=False, status=status, headers=response_headers, json=parse(text), text=text[:TEXT_LIMIT],
                 elapsed=round(time.monotonic() - began, 3))
 

@@ -204,3 +204,18 @@ def test_api_fault_knob_answers_5xx_for_n_requests(lab):
     with lab.api.fault_lock:
         lab.api.faults.update(mode="5xx", remaining=2)
     assert [call(lab, "GET", "/api/v1/namespaces/ml/configmaps")[0] for _ in range(3)] == [500, 500, 200]
+
+
+@pytest.mark.parametrize("location, expected", [
+    ("/setup", "http://127.0.0.1:6443/api/v1/namespaces/docs/services/paperless-ai:3000/proxy/setup"),
+    ("/a/b/", "http://127.0.0.1:6443/api/v1/namespaces/docs/services/paperless-ai:3000/proxy/a/b/"),
+    ("http://10.42.0.7:3000/login?next=x",
+     "http://127.0.0.1:6443/api/v1/namespaces/docs/services/paperless-ai:3000/proxy/login?next=x"),
+    ("https://example.org/elsewhere", "https://example.org/elsewhere"),
+    ("setup", "setup"),
+])
+def test_the_service_proxy_keeps_a_backends_redirect_inside_the_proxy(location, expected):
+    # kube-apiserver rewrites Location as k8s.io/apimachinery pkg/util/proxy/transport.go does.
+    from lab.network import proxied_location
+    prefix = "/api/v1/namespaces/docs/services/paperless-ai:3000/proxy"
+    assert proxied_location(location, prefix, "127.0.0.1:6443", "10.42.0.7:3000") == expected

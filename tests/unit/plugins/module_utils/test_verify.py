@@ -139,15 +139,44 @@ def test_a_provider_that_refuses_its_key_fails_the_key_not_the_master_key():
     assert unanswered["status"] == "fail" and "cannot reach" in unanswered["detail"]
 
 
-def test_ollama_and_paperless_rows():
+def test_a_gateway_without_a_ready_pod_is_one_line_not_one_per_model():
+    states = {"openai": "set"}
+    plan = _verify.gateway_plan(MODELS[:3], CHAIN, "vllm-qwen", "ml", states)
+    away = {"status": 503, "json": {"kind": "Status", "code": 503, "reason": "ServiceUnavailable",
+                                    "message": 'no endpoints available for service "litellm"'}}
+    rows = _verify.gateway_rows(MODELS[:3], plan, [away, away, away], states)
+    assert _verify.failures(rows) == [
+        "LiteLLM: no answer through the API server's service proxy: no endpoints available for service \"litellm\"; "
+        "check LiteLLM's pod (kubectl get pods -A -l app.kubernetes.io/name=litellm) and re-run site.yml --tags litellm"]
+    assert {r["check"]: r["status"] for r in rows}["openai key"] == "skip"
+
+
+def test_ollama_rows():
     assert _verify.ollama_models(["qwen2.5:3b"], [])["status"] == "ok"
     missing = _verify.ollama_models(["qwen2.5:3b", "llama3.2:1b"], ["qwen2.5:3b"])
     assert missing["detail"] == "missing qwen2.5:3b of qwen2.5:3b, llama3.2:1b" and "--tags ollama" in missing["fix"]
-    assert _verify.paperless_health({"status": 200, "json": {"status": "healthy"}}, "docs", "paperless-ai")[
-        "status"] == "ok"
-    unhealthy = _verify.paperless_health({"status": 503, "json": {"status": "not_configured", "message": "x"}},
-                                         "docs", "paperless-ai")
-    assert unhealthy["status"] == "fail" and "kubectl -n docs logs deploy/paperless-ai" in unhealthy["fix"]
+
+
+HEALTHY = {"status": 200, "json": {"status": "healthy"}}
+
+
+@pytest.mark.parametrize("configured, status, start", [
+    ({"status": 200, "json": {"isProcessing": False}}, "ok", "configured"),
+    ({"status": 302, "headers": {"location": "http://api/api/v1/namespaces/docs/services/paperless-ai:3000/proxy/setup"}},
+     "fail", "not configured: its setup check failed"),
+    ({"status": 302, "headers": {"location": "/settings"}}, "fail", "not configured"),
+    ({"status": 302, "headers": {"location": "/login"}}, "fail", "it refused paperless_ai_access_key"),
+    ({"failed": True, "msg": "cannot reach the Kubernetes API: Read timed out. (read timeout=30)"}, "fail",
+     "no answer within 30 s: it is still checking its settings"),
+    (None, "warn", "/health answered 200, which Paperless-AI v3.0.9 answers configured or not"),
+])
+def test_paperless_ai_is_judged_by_a_route_behind_its_key_not_by_health(configured, status, start):
+    result = _verify.paperless(HEALTHY, configured, "docs", "paperless-ai", 30)
+    assert result["status"] == status and result["detail"].startswith(start), result
+    if status == "fail" and "setup check" in start:
+        assert "kubectl -n docs logs deploy/paperless-ai" in result["fix"]
+    down = _verify.paperless({"status": 503, "text": "no endpoints"}, configured, "docs", "paperless-ai", 30)
+    assert down["status"] == "fail" and down["detail"].startswith("/health answered 503")
 
 
 def test_the_summary_and_the_failure_lines():
