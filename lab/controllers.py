@@ -289,8 +289,8 @@ class Controllers:
             name = namespace["metadata"]["name"]
             remaining = 0
             for plural in ("deployments", "daemonsets", "services", "configmaps", "secrets",
-                           "persistentvolumeclaims", "leases", "events", "ingressroutes", "certificates",
-                           "servicemonitors", "prometheusrules"):
+                           "persistentvolumeclaims", "leases", "events", "serviceaccounts", "roles", "rolebindings",
+                           "ingressroutes", "certificates", "servicemonitors", "prometheusrules"):
                 for obj in self.store.list(plural, name):
                     self.store.delete(plural, name, obj["metadata"]["name"])
             for pod in self.store.list("pods", name):

@@ -43,10 +43,16 @@ KINDS = [
     Kind("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", short_names=("pvc",),
          subresources=("status",)),
     Kind("", "v1", "events", "Event", short_names=("ev",)),
+    Kind("", "v1", "serviceaccounts", "ServiceAccount", short_names=("sa",)),
     Kind("apps", "v1", "deployments", "Deployment", short_names=("deploy",), subresources=("status", "scale")),
     Kind("apps", "v1", "daemonsets", "DaemonSet", short_names=("ds",), subresources=("status",)),
     Kind("coordination.k8s.io", "v1", "leases", "Lease"),
     Kind("node.k8s.io", "v1", "runtimeclasses", "RuntimeClass", namespaced=False),
+    # RBAC objects are stored and served; the lab does not authorise by them (every request is allowed).
+    Kind("rbac.authorization.k8s.io", "v1", "roles", "Role"),
+    Kind("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding"),
+    Kind("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", namespaced=False),
+    Kind("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", namespaced=False),
     # Custom resources the roles create (their CRDs installed, as on the reference cluster).
     Kind("traefik.io", "v1alpha1", "ingressroutes", "IngressRoute", builtin=False),
     Kind("cert-manager.io", "v1", "certificates", "Certificate", short_names=("cert", "certs"), builtin=False,

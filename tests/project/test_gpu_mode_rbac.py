@@ -15,6 +15,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import re
 import urllib.parse
 
 import pytest
@@ -132,9 +133,13 @@ def recorded(tmp_path_factory):
         return task["hosts"]["localhost"]
 
     try:
-        converge = ansible_playbook("site.yml", env=dict(env, ANSIBLE_STDOUT_CALLBACK="default",
-                                                         TMPDIR=str(base / "converge-tmp")))
+        converge_env = dict(env, ANSIBLE_STDOUT_CALLBACK="default", TMPDIR=str(base / "converge-tmp"))
+        converge = ansible_playbook("site.yml", "-e", "gpu_mode_access_enabled=true", env=converge_env)
         assert converge.returncode == 0, converge.stdout[-3000:]
+        again = ansible_playbook("site.yml", "-e", "gpu_mode_access_enabled=true", env=converge_env)
+        applied = {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o
+                   for plural in ("serviceaccounts", "roles", "rolebindings", "clusterroles", "clusterrolebindings")
+                   for o in lab.store.list(plural)}
         lab.api.request_log = []
         outcomes = {"status": gpu_mode("status"), "check": gpu_mode("r1", "--check"), "noop": gpu_mode("ml")}
         lab.store.create("leases", json.loads(json.dumps(EXPIRED_LEASE)))  # a crashed run's lock
@@ -145,9 +150,19 @@ def recorded(tmp_path_factory):
         lab.faults["fail_models"].pop("vllm-r1")
         outcomes["after"] = gpu_mode("status")
         log, lab.api.request_log = lab.api.request_log, None
-        yield {"log": log, "outcomes": outcomes}
+        yield {"log": log, "outcomes": outcomes, "again": again, "applied": applied}
     finally:
         lab.stop()
+
+
+def test_the_role_applies_its_objects_and_a_second_converge_changes_nothing(recorded, shipped):
+    again = recorded["again"]
+    assert again.returncode == 0 and re.search(r"localhost\s+:.* changed=0 ", again.stdout), again.stdout[-2000:]
+    for obj in shipped:
+        key = (obj["kind"], obj["metadata"].get("namespace"), obj["metadata"]["name"])
+        assert key in recorded["applied"], key
+        stored = recorded["applied"][key]
+        assert stored.get("rules") == obj.get("rules") and stored.get("subjects") == obj.get("subjects"), key
 
 
 def test_the_scenario_went_through_every_path_of_a_switch(recorded):
