@@ -9,6 +9,7 @@
     python -m lab fault kill --app vllm [--namespace ml]
     python -m lab fault gpu-driver [--version 535.261.03]   (no version: the lab's default driver)
     python -m lab fault device-plugin [--fail "ERROR_LIBRARY_NOT_FOUND"]   (no --fail: healed)
+    python -m lab fault paperless-ai-retries [--attempts 2 --delay 0.5]   (none: the app's 60 x 5 s)
 
 ``up`` starts the lab in the background (its own process group, pid file in
 the state dir) and prints the kubeconfig and the endpoints; ``down`` stops it
@@ -182,6 +183,9 @@ def cmd_fault(args):
         result = admin(port, "POST", "/lab/faults/gpu-driver", {"version": args.version})
     elif args.fault == "device-plugin":
         result = admin(port, "POST", "/lab/faults/device-plugin", {"fail": args.fail})
+    elif args.fault == "paperless-ai-retries":
+        result = admin(port, "POST", "/lab/faults/paperless-ai-retries", {"attempts": args.attempts,
+                                                                          "delay": args.delay})
     else:
         result = admin(port, "POST", "/lab/kill", {"namespace": args.namespace, "app": args.app})
     print(json.dumps(result))
@@ -217,6 +221,9 @@ def main(argv=None):
     driver.add_argument("--version")
     plugin = faults.add_parser("device-plugin", help="make the NVIDIA device plugin crash-loop")
     plugin.add_argument("--fail", help="why it fails (its log line); omit to heal it")
+    retries = faults.add_parser("paperless-ai-retries", help="shorten Paperless-AI's setup-check retries")
+    retries.add_argument("--attempts", type=int)
+    retries.add_argument("--delay", type=float)
     kill = faults.add_parser("kill")
     kill.add_argument("--app", required=True)
     kill.add_argument("--namespace", default="ml")

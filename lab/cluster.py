@@ -60,7 +60,7 @@ class Lab:
         self.port = port
         self.settings = dict(settings or {})
         self.default_load_delay = load_delay
-        self.faults = {"fail_models": {}, "slow_models": {}, "device_plugin": None}
+        self.faults = {"fail_models": {}, "slow_models": {}, "device_plugin": None, "paperless_ai_retries": None}
         # The GPU worker's card and driver, as nvidia-smi in a GPU pod reports them: an RTX 3060 12 GB
         # on the nvidia_driver role's default branch (`python -m lab fault gpu-driver` changes it).
         self.gpu = dict(GPU)
@@ -256,6 +256,11 @@ class Lab:
             # {"fail": "<why>"}: the device plugin crash-loops (restarted now); null or "" heals it
             self.faults["device_plugin"] = payload.get("fail") or None
             self.kill("kube-system", None, image="k8s-device-plugin")
+            return self._answer(200, self.faults)
+        if path == "/lab/faults/paperless-ai-retries" and method == "POST":
+            # {"attempts": 2, "delay": 0.5}: Paperless-AI pods started from now on give up their setup
+            # check sooner than the app's 60 attempts 5 s apart; {} restores those
+            self.faults["paperless_ai_retries"] = {k: payload[k] for k in ("attempts", "delay") if payload.get(k)} or None
             return self._answer(200, self.faults)
         if path == "/lab/kill" and method == "POST":
             # {"namespace": "ml", "app": "vllm"}: kill the processes of the matching pods (the kubelet restarts them)

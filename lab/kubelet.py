@@ -236,7 +236,10 @@ class PodWorker(threading.Thread):
                 # /app/data/.env, which only this variable can point into the pod's volume.
                 argv = [self.host_path(container, a) if a.startswith("/") else a for a in spec["command"]] + args
                 return argv, {"PAPERLESS_AI_ENV_FILE": os.path.join(data, ".env")}, self.dir
-            return python + ["lab.workloads.paperless_ai", data], {}, self.dir
+            retries = self.lab.faults.get("paperless_ai_retries") or {}
+            return python + ["lab.workloads.paperless_ai", data], {
+                "LAB_PAPERLESS_AI_ATTEMPTS": str(retries.get("attempts") or ""),
+                "LAB_PAPERLESS_AI_ATTEMPT_DELAY": str(retries.get("delay") or "")}, self.dir
         if family == "device-plugin":
             failure = self.lab.faults.get("device_plugin")
             return python + ["lab.workloads.idle"], {"LAB_FAIL": failure} if failure else {}, self.dir

@@ -69,6 +69,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 VERSION = "3.0.9"
 MAX_ATTEMPTS, ATTEMPT_DELAY = 60, 5.0          # setupService.js isConfigured
+# The lab may fast-forward those 5 minutes (`python -m lab fault paperless-ai-retries`).
+MAX_ATTEMPTS = int(os.environ.get("LAB_PAPERLESS_AI_ATTEMPTS") or MAX_ATTEMPTS)
+ATTEMPT_DELAY = float(os.environ.get("LAB_PAPERLESS_AI_ATTEMPT_DELAY") or ATTEMPT_DELAY)
 SDK_MAX_RETRIES = 2                            # openai 4.86.2 DEFAULT_MAX_RETRIES
 PUBLIC_ROUTES = ("/health", "/login", "/logout", "/setup")   # routes/setup.js
 CONTENT_LIMIT = 50000                          # server.js processDocument

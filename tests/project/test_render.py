@@ -254,6 +254,8 @@ def test_ollama_is_pinned_to_its_worker_and_keeps_models_loaded(rendered):
     assert pod["nodeSelector"] == {"kubernetes.io/hostname": "lab-cpu"}
     env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
     assert env["OLLAMA_KEEP_ALIVE"] == "-1"
+    # Ollama serves the context the catalog declares for its models (the budgets are derived from it).
+    assert env["OLLAMA_CONTEXT_LENGTH"] == "4096"
     assert find(rendered, "PersistentVolumeClaim", "ollama")["spec"]["resources"]["requests"]["storage"] == "50Gi"
     assert find(rendered, "Service", "ollama")["spec"]["ports"][0]["port"] == 11434
 

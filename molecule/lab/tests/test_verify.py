@@ -107,3 +107,32 @@ def test_no_gpu_advertised_by_the_node_fails():
     finally:
         api("POST", "/lab/faults/device-plugin", {"fail": None})
     wait(lambda: gpu_allocatable() == "1")
+
+
+def paperless_ai(*extra):
+    code, _, output = playbook("site.yml", "--tags", "paperless_ai", *extra, json_output=False)
+    assert code == 0, output[-3000:]
+
+
+def test_paperless_ai_with_a_token_paperless_ngx_refuses_fails_while_it_retries_and_once_it_gave_up():
+    # Breaker 5's symptom: Paperless-AI v3.0.9 retries its setup check for 5 minutes (a request that
+    # needs the verdict waits), then stays unconfigured. Its /health answers 200 throughout.
+    wrong = "0123456789abcdef0123456789abcdef01234567"
+    try:
+        paperless_ai("-e", "paperless_ai_paperless_token=%s" % wrong)
+        code, failures, summary, output = verify("-e", "_paperless_ai_verify_timeout=5")
+        assert code != 0
+        only_failure(failures, "Paperless-AI: no answer within 5 s: it is still checking its settings")
+        assert wrong not in output
+        # The lab fast-forwards the retries of the next pod: it gives up as the app does after 5 minutes.
+        api("POST", "/lab/faults/paperless-ai-retries", {"attempts": 2, "delay": 0.5})
+        paperless_ai("-e", "paperless_ai_paperless_token=%s" % wrong[::-1])
+        code, failures, summary, output = verify()
+        assert code != 0
+        line = only_failure(failures, "Paperless-AI: not configured: its setup check failed, so it scans no document")
+        assert "kubectl -n docs logs deploy/paperless-ai" in line and "paperless_ai_paperless_token" in line
+    finally:
+        api("POST", "/lab/faults/paperless-ai-retries", {})
+        paperless_ai()
+    code, failures, summary, output = verify()
+    assert code == 0, failures
