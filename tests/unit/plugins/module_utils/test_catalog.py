@@ -185,7 +185,10 @@ def test_a_prompt_paperless_ai_sizes_to_its_budget_fits_the_context(context):
     the real tokens at 3 characters each, with the chat template's overhead."""
     budget = _catalog.paperless_ai_budget(context, 1000)
     system_prompt = "x" * 2000
-    estimate = lambda text: -(-len(text) // 4)  # Math.ceil(text.length / 4)
+
+    def estimate(text):
+        return -(-len(text) // 4)  # Math.ceil(text.length / 4)
+
     prompt_estimate = estimate(system_prompt) + 4  # one message, 4 tokens of formatting
     available = budget["token_limit"] - (prompt_estimate + budget["response_tokens"])
     document = "y" * (available * 4)  # truncateToTokenLimit keeps availableTokens * 4 characters
