@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""The main job, on the local lab: start it, converge site.yml, switch the GPU
-to r1 and ask the reasoning model, switch to gaming and ask vllm-qwen (the
-Ollama tier answers), switch back to ml, print a summary, stop the lab.
+"""The main job, on the local lab: start it, converge site.yml (its last play,
+verify.yml, prints its table), switch the GPU to r1 and ask the reasoning
+model, switch to gaming and ask vllm-qwen (the Ollama tier answers) and run
+verify.yml with the GPU free (the driver check), switch back to ml, print a
+summary, stop the lab.
 
 A failure stops with the reason and leaves nothing running."""
 
@@ -51,6 +53,21 @@ def playbook(*args):
     return text, time.monotonic() - began
 
 
+def verify_table(output):
+    """The table verify.yml printed (its Summary task's message), as lines."""
+    lines = output.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("TASK [Summary]")), None)
+    if start is None:
+        return []
+    table = []
+    for line in lines[start + 1:]:
+        if not line.strip() or line.startswith(("TASK [", "PLAY ")):
+            break
+        if line.startswith("        "):
+            table.append(line.strip())
+    return table
+
+
 def master_key():
     with open(os.path.join(STATE, "secrets", "litellm_master_key")) as handle:
         return "sk-" + handle.read().split()[0]
@@ -87,8 +104,10 @@ def main():
         step("Starting the local lab (a Kubernetes API emulator, FAKE GPU model servers, the REAL LiteLLM)")
         lab("up", "--fresh", "--port", str(PORT))
         step("Converging site.yml on the lab")
-        _, seconds = playbook("site.yml")
-        summary.append(("site.yml", "-", "%.1f" % seconds, "converged"))
+        output, seconds = playbook("site.yml")
+        summary.append(("site.yml", "-", "%.1f" % seconds, "converged, verify.yml passed"))
+        for line in verify_table(output):
+            print("   " + line)
         step("Switching the GPU to r1 (the reasoning model)")
         switch("r1", summary)
         answer, group = chat("vllm-r1", "Is 1001 a prime number?")
@@ -100,6 +119,9 @@ def main():
         switch("gaming", summary)
         answer, group = chat("vllm-qwen", "Hello!")
         print("   vllm-qwen answered by the %s tier: %s" % (group, answer["choices"][0]["message"]["content"]))
+        step("verify.yml with the GPU free: a pod of the vLLM image checks the driver")
+        output, seconds = playbook("verify.yml")
+        print("   " + next((line for line in verify_table(output) if line.startswith("GPU driver")), "no GPU driver row"))
         step("Back to ml")
         switch("ml", summary)
         answer, group = chat("vllm-qwen", "Hello!")
