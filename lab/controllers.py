@@ -29,13 +29,13 @@ def deleting(obj):
     return bool(obj["metadata"].get("deletionTimestamp"))
 
 
+def container_gpus(container):
+    resources = container.get("resources") or {}
+    return int((resources.get("limits") or {}).get(GPU) or (resources.get("requests") or {}).get(GPU) or 0)
+
+
 def gpu_request(pod):
-    total = 0
-    for container in (pod.get("spec") or {}).get("containers") or []:
-        resources = container.get("resources") or {}
-        value = (resources.get("limits") or {}).get(GPU) or (resources.get("requests") or {}).get(GPU) or 0
-        total += int(value)
-    return total
+    return sum(container_gpus(c) for c in (pod.get("spec") or {}).get("containers") or [])
 
 
 # -- scheduling ----------------------------------------------------------------------

@@ -34,17 +34,22 @@ def register(name):
     return decorate
 
 
+def read_secret(state_dir, name):
+    """A secret of the lab's state dir as the password lookup wrote it (the value, then maybe `` salt=...``)."""
+    try:
+        with open(os.path.join(state_dir, "secrets", name)) as handle:
+            return handle.read().split(" ", 1)[0].strip() or None
+    except OSError:
+        return None
+
+
 def lab_secret(state_dir, name, make):
     """A secret kept in the lab's state dir: the inventory reads the same file
     (ansible.builtin.password lookup), so the fake and the roles agree on it."""
+    value = read_secret(state_dir, name)
+    if value:
+        return value
     path = os.path.join(state_dir, "secrets", name)
-    try:
-        with open(path) as handle:
-            value = handle.read().split(" ", 1)[0].strip()
-        if value:
-            return value
-    except OSError:
-        pass
     os.makedirs(os.path.dirname(path), exist_ok=True)
     value = make()
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -65,14 +70,9 @@ def paperless_ngx(lab, host):
     # DRF tokens are 40 hex characters; made once, kept across `lab down` and `up`.
     lab_secret(state_dir, "paperless_api_token", lambda: _secrets.token_hex(20))
 
-    def token():
-        # Read at each request: `lab up --fresh` or a hand edit takes effect at once.
-        try:
-            with open(os.path.join(state_dir, "secrets", "paperless_api_token")) as handle:
-                return handle.read().split(" ", 1)[0].strip()
-        except OSError:
-            return None
-    server = PaperlessNgxServer((host, PAPERLESS_NGX_PORT), token, username=PAPERLESS_NGX_USER).start()
+    # Read at each request: `lab up --fresh` or a hand edit takes effect at once.
+    server = PaperlessNgxServer((host, PAPERLESS_NGX_PORT), lambda: read_secret(state_dir, "paperless_api_token"),
+                                username=PAPERLESS_NGX_USER).start()
     return server, list(PAPERLESS_NGX_NAMES)
 
 

@@ -29,6 +29,7 @@ import threading
 import time
 
 from .api.store import now_rfc3339
+from .controllers import container_gpus
 from .litellm_proxy import litellm_executable
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -463,12 +464,6 @@ class PodWorker(threading.Thread):
         if self.init_containers:
             status["initContainerStatuses"] = [c.status() for c in self.init_containers]
         self.lab.update_pod_status(self.namespace, self.name, self.uid, status)
-
-
-def container_gpus(spec):
-    resources = spec.get("resources") or {}
-    return int((resources.get("limits") or {}).get("nvidia.com/gpu") or (resources.get("requests") or {}).get(
-        "nvidia.com/gpu") or 0)
 
 
 def _served(args):

@@ -218,21 +218,26 @@ def rollout_progress(deployment, pods):
                                                        (deployment.get("spec") or {}).get("replicas", 1))
 
 
-def gpu_holders(pods):
-    """Pods that request or are limited to a GPU and have not finished."""
-    holders = []
+def gpu_claims(pods):
+    """``(namespace/name, GPUs)`` of each pod that requests or is limited to a GPU and has not finished."""
+    claims = []
     for pod in pods:
         if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
             continue
+        count = 0
         for container in (pod.get("spec") or {}).get("containers") or []:
             resources = container.get("resources") or {}
-            wanted = (resources.get("limits") or {}).get(GPU_RESOURCE) or (resources.get("requests") or {}).get(
-                GPU_RESOURCE)
-            if wanted and str(wanted) != "0":
-                metadata = pod.get("metadata") or {}
-                holders.append("%s/%s" % (metadata.get("namespace"), metadata.get("name")))
-                break
-    return holders
+            count += int((resources.get("limits") or {}).get(GPU_RESOURCE)
+                         or (resources.get("requests") or {}).get(GPU_RESOURCE) or 0)
+        if count:
+            metadata = pod.get("metadata") or {}
+            claims.append(("%s/%s" % (metadata.get("namespace"), metadata.get("name")), count))
+    return claims
+
+
+def gpu_holders(pods):
+    """Pods that request or are limited to a GPU and have not finished."""
+    return [name for name, dummy in gpu_claims(pods)]
 
 
 # -- the lock -----------------------------------------------------------------------

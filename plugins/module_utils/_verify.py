@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import re
 
-from ansible_collections.homelab.inference.plugins.module_utils import _cuda_driver
+from ansible_collections.homelab.inference.plugins.module_utils import _catalog, _cuda_driver, _gpu_mode
 
 OK, FAIL, WARN, SKIP = "ok", "fail", "warn", "skip"
-GPU = "nvidia.com/gpu"
+GPU = _gpu_mode.GPU_RESOURCE
 # The example values a vault file is copied from (inventories/homelab/.../vault.yml.example)
 # and the usual stand-ins people type.
 PLACEHOLDER = re.compile(r"change[-_ ]?me|replace[-_ ]?me|placeholder|your[-_ ]?(api[-_ ]?)?key|^<.*>$|^x{4,}$|"
@@ -71,20 +71,9 @@ def gpu_node(nodes, plugin_pods, selector):
 def gpu_holders(nodes, pods):
     """The pods that hold a GPU on these nodes, and how many GPUs are left."""
     names = {n["metadata"]["name"] for n in nodes}
-    holders, used = [], 0
-    for pod in pods:
-        if (pod.get("spec") or {}).get("nodeName") not in names:
-            continue
-        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
-            continue
-        count = 0
-        for container in (pod.get("spec") or {}).get("containers") or []:
-            resources = container.get("resources") or {}
-            count += int((resources.get("limits") or {}).get(GPU) or (resources.get("requests") or {}).get(GPU) or 0)
-        if count:
-            used += count
-            holders.append("%s/%s" % (pod["metadata"]["namespace"], pod["metadata"]["name"]))
-    return {"holders": holders, "free": sum(_gpus(n) for n in nodes) - used}
+    claims = _gpu_mode.gpu_claims([p for p in pods if (p.get("spec") or {}).get("nodeName") in names])
+    return {"holders": [name for name, dummy in claims],
+            "free": sum(_gpus(n) for n in nodes) - sum(count for dummy, count in claims)}
 
 
 # -- the driver -------------------------------------------------------------------------------
@@ -177,7 +166,8 @@ def model_answer(entry, answer, label):
     if status == 401 and "authenticationerror" not in _error(answer).lower():
         return row(check, FAIL, "LiteLLM refused the master key (401)",
                    "litellm_master_key differs from the deployed Secret: re-run site.yml --tags litellm")
-    if status in (401, 403) or (entry["backend"] not in ("vllm", "ollama") and "api key" in _error(answer).lower()):
+    if status in (401, 403) or (entry["backend"] not in _catalog.LOCAL_BACKENDS
+                                and "api key" in _error(answer).lower()):
         # Providers quote part of a refused key in their message (OpenAI: "Incorrect API key provided:
         # sk-ab****yz"; Gemini answers 400 "API key not valid"): say who refused it, not what it said.
         return row(check, FAIL, "%s (%s) answered %s: the provider refused the key" % (entry["name"], label, status),
@@ -220,9 +210,10 @@ def secret_placeholder(name, value, fix):
     return row(name, FAIL, "%s is %s" % (name, "empty" if state == "missing" else "still the example placeholder"), fix)
 
 
-def key_states(keys, backends):
-    """{backend: 'missing' | 'placeholder' | 'set'} for the catalog's cloud backends."""
-    return {backend: key_state((keys or {}).get(backend)) for backend in backends}
+def key_states(keys, models):
+    """{backend: 'missing' | 'placeholder' | 'set'} for the cloud backends the catalog uses, in its order."""
+    backends = [m["backend"] for m in models if m["backend"] in _catalog.CLOUD_BACKENDS]
+    return {backend: key_state((keys or {}).get(backend)) for backend in dict.fromkeys(backends)}
 
 
 def gateway_plan(models, chain, gpu_model, gpu_mode, states):

@@ -189,7 +189,9 @@ def test_the_summary_and_the_failure_lines():
 
 def test_no_row_holds_a_key():
     secret = "sk-proj-very-secret-123"
-    states = _verify.key_states({"openai": secret}, ["openai"])
+    states = _verify.key_states({"openai": secret}, MODELS[:3])
+    assert states == {"openai": "set"}
+    assert list(_verify.key_states({}, MODELS)) == ["openai", "groq", "gemini"], "the catalog's cloud backends"
     plan = _verify.gateway_plan(MODELS[:3], CHAIN, "vllm-qwen", "ml", states)
     rows = _verify.gateway_rows(MODELS[:3], plan, [answer(group=n) for n in ("vllm-qwen", "ollama-qwen",
                                                                              "openai-gpt4o")], states)
