@@ -43,8 +43,11 @@ MODEL_KEYS = {
     "reasoning": bool,
     "reasoning_parser": str,
     "vllm_args": list,
+    # Ollama only
+    "keep_alive": (str, int),
 }
 VLLM_ONLY_KEYS = ("tokenizer", "reasoning", "reasoning_parser", "vllm_args")
+OLLAMA_ONLY_KEYS = ("keep_alive",)
 # vLLM's parser for the DeepSeek-R1 family, the reference system's reasoning model.
 DEFAULT_REASONING_PARSER = "deepseek_r1"
 MODE_KEYS = {"vllm_model": (str, type(None)), "description": str}
@@ -52,6 +55,15 @@ MODE_KEYS = {"vllm_model": (str, type(None)), "description": str}
 REQUIRED_MODEL_KEYS = ("name", "backend", "model", "context")
 # vLLM's flag for the context; the catalog's ``context`` is its only source.
 MAX_MODEL_LEN_FLAG = "--max-model-len"
+
+# Ollama's keep_alive: whole seconds (negative: for good), or a Go duration
+# (time.ParseDuration: "24h", "1h30m", "-1m"), as api.Duration.UnmarshalJSON and
+# envconfig.KeepAlive read it (Ollama v0.13.5, api/types.go, envconfig/config.go).
+_SECONDS_RE = re.compile(r"^[-+]?[0-9]+$")
+_DURATION_RE = re.compile(r"^[-+]?((?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:ns|us|\u00b5s|\u03bcs|ms|s|m|h))+$")
+_DURATION_PART_RE = re.compile(r"([0-9]*\.?[0-9]*)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0,
+                 "h": 3600.0}
 
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
 # Mode names end up as Kubernetes label values.
@@ -105,10 +117,21 @@ def _model_errors(index, entry, seen):
     backend = entry["backend"]
     if backend not in BACKENDS:
         errors.append("%s.backend: unknown backend '%s'; use one of %s" % (where, backend, ", ".join(BACKENDS)))
-    elif backend != "vllm":
-        for key in VLLM_ONLY_KEYS:
-            if key in entry:
-                errors.append("%s.%s: only vllm models take this key; remove it or set backend: vllm" % (where, key))
+    else:
+        if backend != "vllm":
+            for key in VLLM_ONLY_KEYS:
+                if key in entry:
+                    errors.append("%s.%s: only vllm models take this key; remove it or set backend: vllm"
+                                  % (where, key))
+        if backend != "ollama":
+            for key in OLLAMA_ONLY_KEYS:
+                if key in entry:
+                    errors.append("%s.%s: only ollama models take this key; remove it or set backend: ollama"
+                                  % (where, key))
+    if "keep_alive" in entry and backend == "ollama":
+        problem = keep_alive_problem(entry["keep_alive"])
+        if problem:
+            errors.append("%s.keep_alive: %s" % (where, problem))
     for key in ("timeout", "requests_per_minute", "requests_per_day", "context"):
         if key in entry and entry[key] <= 0:
             errors.append("%s.%s: must be greater than 0, got %r" % (where, key, entry[key]))
@@ -120,6 +143,30 @@ def _model_errors(index, entry, seen):
         errors.append("%s.vllm_args: %s comes from the model's context; remove it and set context"
                       % (where, MAX_MODEL_LEN_FLAG))
     return errors
+
+
+def keep_alive_problem(value):
+    """Why ``value`` is not a keep_alive Ollama takes (one line with the fix), or None."""
+    text = str(value).strip()
+    if isinstance(value, bool) or not (_SECONDS_RE.match(text) or _DURATION_RE.match(text)):
+        return ("%r is not an Ollama duration; use -1 to keep the model loaded for good, or a duration such as 24h, "
+                "30m or 3600 (seconds)" % (value,))
+    if keep_alive_seconds(value) == 0:
+        return ("0 unloads the model after each request; use -1 to keep it loaded for good, or a duration such as "
+                "24h")
+    return None
+
+
+def keep_alive_seconds(value):
+    """Seconds an Ollama keep_alive keeps a model loaded; None for good (a negative value)."""
+    text = str(value).strip()
+    if _SECONDS_RE.match(text):
+        seconds = float(int(text))
+    else:
+        sign = -1.0 if text.startswith("-") else 1.0
+        seconds = sign * sum(float(number) * _UNIT_SECONDS[unit]
+                             for number, unit in _DURATION_PART_RE.findall(text.lstrip("+-")))
+    return None if seconds < 0 else seconds
 
 
 def _is_flag(arg, flag):

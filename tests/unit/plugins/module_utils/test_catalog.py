@@ -102,6 +102,21 @@ BAD = [
      "inference_models[0] (vllm-qwen).vllm_args: --max-model-len comes from the model's context; remove it"),
     ("max-model-len= in vllm_args", _set(["inference_models", 0, "vllm_args"], ["--max-model-len=16384"]),
      "inference_models[0] (vllm-qwen).vllm_args: --max-model-len comes from the model's context; remove it"),
+    ("keep_alive on a vllm model", _set(["inference_models", 0, "keep_alive"], "-1"),
+     "inference_models[0] (vllm-qwen).keep_alive: only ollama models take this key; remove it or set backend: ollama"),
+    ("keep_alive on a cloud model", _set(["inference_models", 3, "keep_alive"], "24h"),
+     "inference_models[3] (openai-gpt4o).keep_alive: only ollama models take this key"),
+    ("keep_alive not a duration", _set(["inference_models", 2, "keep_alive"], "forever"),
+     "inference_models[2] (ollama-qwen).keep_alive: 'forever' is not an Ollama duration; use -1 to keep the model "
+     "loaded for good, or a duration such as 24h, 30m or 3600 (seconds)"),
+    ("keep_alive without a unit after a fraction", _set(["inference_models", 2, "keep_alive"], "1.5"),
+     "inference_models[2] (ollama-qwen).keep_alive: '1.5' is not an Ollama duration"),
+    ("keep_alive zero", _set(["inference_models", 2, "keep_alive"], "0"),
+     "inference_models[2] (ollama-qwen).keep_alive: 0 unloads the model after each request"),
+    ("keep_alive zero minutes", _set(["inference_models", 2, "keep_alive"], "0m"),
+     "inference_models[2] (ollama-qwen).keep_alive: 0 unloads the model after each request"),
+    ("keep_alive a boolean", _set(["inference_models", 2, "keep_alive"], True),
+     "inference_models[2] (ollama-qwen).keep_alive: must be a string or an integer"),
 ]
 
 
@@ -115,6 +130,22 @@ def test_each_defect_gives_one_line_naming_key_and_fix(change, expected):
         assert "\n" not in error
         # every message says what to do, after the key it names
         assert ";" in error or "must" in error, error
+
+
+@pytest.mark.parametrize("value", ["-1", -1, "24h", "5m", "1h30m", "-1m", "300", 300, "90s", "2.5h"])
+def test_keep_alive_takes_ollamas_durations(value):
+    catalog = minimal()
+    catalog["inference_models"][2]["keep_alive"] = value
+    assert errors_of(catalog) == []
+
+
+@pytest.mark.parametrize("value, seconds", [
+    ("-1", None), (-1, None), ("-5m", None), ("24h", 86400.0), ("5m", 300.0), ("1h30m", 5400.0), ("300", 300.0),
+    (300, 300.0), ("1.5h", 5400.0), ("250ms", 0.25),
+])
+def test_keep_alive_seconds(value, seconds):
+    """None for ever, else seconds (Ollama: a negative duration keeps the model loaded for good)."""
+    assert _catalog.keep_alive_seconds(value) == seconds
 
 
 def test_vllm_args_from_catalog():
