@@ -215,31 +215,45 @@ class GpuModeSwitch:
             self.sleep(interval)
             interval = min(interval * POLL_GROWTH, POLL_MAX)
 
-    def litellm_answer(self, model, expect_group=None):
-        """A 1-token chat through LiteLLM; for a vLLM model, answered by vLLM itself (no fallback)."""
+    def litellm_answer(self, model, expect_group=None, limit="verify_timeout"):
+        """A 1-token chat through LiteLLM, answered by the tier ``expect_group`` itself (no fallback).
+
+        Asked again until the ``limit`` parameter's seconds have passed, each request
+        bounded by the time left."""
         headers = {"x-litellm-api-key": "Bearer " + self.params["litellm_api_key"]} \
             if self.params.get("litellm_api_key") else {}
         body = {"model": model, "max_tokens": 1, "messages": [{"role": "user", "content": "ping"}]}
-        deadline = self.clock() + self.params["verify_timeout"]
+        deadline = self.clock() + self.params[limit]
         interval = POLL_FIRST
         while True:
             try:
-                status, text, response_headers = self.litellm.exchange("POST", "/v1/chat/completions", body,
-                                                                       timeout=60, headers=headers)
+                status, text, response_headers = self.litellm.exchange(
+                    "POST", "/v1/chat/completions", body, timeout=max(deadline - self.clock(), 1), headers=headers)
                 group = response_headers.get("x-litellm-model-group")
                 if status == 200 and (expect_group is None or group == expect_group):
                     return {"model": model, "status": status, "answered_by": group}
-                problem = "answered %s%s: %s" % (status, " by %s" % group if group else "", _error_text(text))
+                if status == 200:
+                    problem = "it fell back to %s" % group if group else "the answer named no tier"
+                else:
+                    problem = "answered %s%s: %s" % (status, " by %s" % group if group else "", _error_text(text))
             except ServiceForbidden as err:
                 raise SwitchFailed(str(err), {})
             except ServiceError as err:
                 problem = str(err)
             # Right after a switch LiteLLM may still skip a tier it found down (its
-            # cooldown): keep asking until the verify timeout.
+            # cooldown): keep asking until the time is up.
             if self.clock() >= deadline:
-                raise SwitchFailed("LiteLLM did not serve %s from vLLM: %s" % (model, problem), {})
+                raise SwitchFailed("LiteLLM did not serve %s from %s within %ss (%s): %s"
+                                   % (model, self.tier_of(expect_group or model), self.params[limit], limit, problem),
+                                   {})
             self.sleep(interval)
             interval = min(interval * POLL_GROWTH, POLL_MAX * 4)
+
+    def tier_of(self, model):
+        """The tier a model is answered by, for messages: vLLM's models are named for it."""
+        if any(entry.get("vllm_model") == model for entry in self.table.values()):
+            return "vLLM (its own tier %s)" % model
+        return "its own tier %s" % model
 
     # -- the lock ---------------------------------------------------------------------
 

@@ -79,8 +79,9 @@ options:
     default: true
   verify_timeout:
     description:
-      - Seconds verification may take. LiteLLM may skip a tier it found down for its cooldown, so a check through it
-        is retried until then.
+      - Seconds verification may take, each of its requests included. LiteLLM may skip a tier it found down for its
+        cooldown, so a check through it is retried until then.
+      - The playbook C(gpu_mode.yml) takes it as C(gpu_mode_verify_timeout).
     type: int
     default: 60
   gpu_node_selector:
