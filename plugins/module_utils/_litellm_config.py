@@ -17,7 +17,12 @@ see roles/litellm/README.md):
 - a model with nothing to fall back to (a parallel model, the chain's last
   tier, a vLLM model outside the chain) gets no cooldown: a cooldown would
   only replace its own error with "No deployments available" (429), and keep
-  a vLLM model refused for a while after a switch to its mode.
+  a vLLM model refused for a while after a switch to its mode;
+- the in-cluster backends (vLLM, Ollama) get no cooldown either: the hook
+  probes their health and skips one only while it is dead, so a slow answer
+  never cools a healthy server down and a server that comes back serves
+  within one probe interval. Their ``timeout`` is only a backstop for a
+  healthy answer's length, never the test of life.
 """
 
 from __future__ import annotations
@@ -26,6 +31,23 @@ from ansible_collections.homelab.inference.plugins.module_utils import _catalog
 
 HOOK_MODULE = "inference_gateway"
 LOCAL_BACKENDS = _catalog.LOCAL_BACKENDS
+
+
+def local_api_base(backend, api_bases):
+    """Where LiteLLM sends an in-cluster backend's requests: Ollama's OpenAI-compatible /v1."""
+    api_base = api_bases[backend].rstrip("/")
+    return api_base + "/v1" if backend == "ollama" else api_base
+
+
+def probe_url(backend, api_bases):
+    """The health endpoint that answers at once while the model generates.
+
+    vLLM: ``/health`` at the server's root (vllm/entrypoints/openai/api_server.py, v0.11.0);
+    Ollama: ``/api/version`` (server/routes.go, v0.13.5)."""
+    root = api_bases[backend].rstrip("/")
+    if backend == "vllm":
+        return (root[:-len("/v1")] if root.endswith("/v1") else root) + "/health"
+    return root + "/api/version"
 
 
 def _provider_model(entry):
@@ -45,8 +67,8 @@ def deployment(entry, settings, falls_back):
     backend = entry["backend"]
     params = {"model": _provider_model(entry)}
     api_base = settings["api_bases"].get(backend)
-    if api_base and backend == "ollama":
-        api_base = api_base.rstrip("/") + "/v1"
+    if api_base and backend in LOCAL_BACKENDS:
+        api_base = local_api_base(backend, settings["api_bases"])
     if api_base:
         params["api_base"] = api_base
     if backend in LOCAL_BACKENDS:
@@ -55,7 +77,7 @@ def deployment(entry, settings, falls_back):
         params["api_key"] = "os.environ/" + _catalog.CLOUD_BACKENDS[backend]
     timeout = entry.get("timeout", settings["default_timeout"])
     params.update(timeout=timeout, stream_timeout=timeout, max_retries=0)
-    if not falls_back:
+    if not falls_back or backend in LOCAL_BACKENDS:
         params["cooldown_time"] = 0
     return {"model_name": entry["name"], "litellm_params": params}
 
@@ -117,4 +139,19 @@ def build_gateway_settings(models, chain, modes, settings):
         "switch_command": settings["switch_command"],
         "quota_window_seconds": settings["quota_window_seconds"],
         "quota_max_wait_seconds": settings["quota_max_wait_seconds"],
+        "liveness": liveness_settings(models, settings),
+    }
+
+
+def liveness_settings(models, settings):
+    """The hook's health probes: every in-cluster backend a model of the catalog uses."""
+    api_bases = settings["api_bases"]
+    used = sorted({entry["backend"] for entry in models if entry["backend"] in LOCAL_BACKENDS and
+                   api_bases.get(entry["backend"])})
+    probe = settings.get("probe", {})
+    return {
+        "backends": {backend: {"api_base": local_api_base(backend, api_bases), "probe": probe_url(backend, api_bases)}
+                     for backend in used},
+        "interval": probe.get("interval", 2), "timeout": probe.get("timeout", 2),
+        "failures": probe.get("failures", 2), "connect_timeout": probe.get("connect_timeout", 2),
     }

@@ -138,7 +138,7 @@ def test_secrets_are_rendered_redacted_with_their_keys(rendered):
 
 def test_litellm_config_references_secrets_only_by_environment(rendered):
     data = find(rendered, "ConfigMap", "litellm-config")["data"]
-    assert sorted(data) == ["config.yaml", "inference_gateway.json", "inference_gateway.py"]
+    assert sorted(data) == ["config.yaml", "inference_gateway.json", "inference_gateway.py", "inference_liveness.py"]
     config = yaml.safe_load(data["config.yaml"])
     assert config["general_settings"]["master_key"] == "os.environ/LITELLM_MASTER_KEY"
     assert config["general_settings"]["database_url"] == "os.environ/DATABASE_URL"

@@ -14,6 +14,9 @@ What LiteLLM does not do by itself:
   mode serves it, how to switch, what to ask for instead; at once, with 404.
 - 401 for a wrong key when there is no database (LiteLLM would answer 400
   "No connected db"): only the master key is accepted then.
+- Telling a slow model server from a dead one (inference_liveness.py beside
+  this file): in-cluster backends are health-probed; a dead one is skipped and
+  the requests waiting on it fail over, while a slow answer is never cut.
 
 Settings come from inference_gateway.json beside this file, written by the
 homelab.inference.litellm role from the model catalog.
@@ -28,12 +31,18 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 import urllib.error
 import urllib.request
 import uuid
 
+import httpx
 from fastapi import HTTPException
+
+# LiteLLM loads this file by its path; its sibling module sits beside it.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import inference_liveness  # noqa: E402  pylint: disable=wrong-import-position
 
 try:  # the hook runs inside the LiteLLM proxy; importing it elsewhere needs litellm
     from litellm.integrations.custom_logger import CustomLogger
@@ -141,6 +150,10 @@ class InferenceGateway(CustomLogger):
         self.settings = settings if settings is not None else load_settings()
         self.models = self.settings.get("models", {})
         self.counters = counters or self._counters_from_env()
+        liveness = self.settings.get("liveness") or {}
+        self.watchdog = inference_liveness.Watchdog.from_settings(liveness)
+        self.connect_timeout = float(liveness.get("connect_timeout", 2.0))
+        self.clients = {}
 
     @staticmethod
     def _counters_from_env():
@@ -149,9 +162,43 @@ class InferenceGateway(CustomLogger):
             return RedisCounters(host, os.environ.get("REDIS_PORT", "6379"), os.environ.get("REDIS_PASSWORD"))
         return MemoryCounters()
 
+    # -- slow or dead: the in-cluster model servers ---------------------------
+
+    async def async_filter_deployments(self, model, healthy_deployments, messages, request_kwargs=None,
+                                       parent_otel_span=None):
+        """Skip a backend declared dead; with none left LiteLLM falls back as for a cooldown."""
+        self.watchdog.ensure_started()
+        return [deployment for deployment in healthy_deployments
+                if not self.watchdog.dead((deployment.get("litellm_params") or {}).get("api_base"))]
+
+    async def async_pre_call_deployment_hook(self, kwargs, call_type):
+        """Requests to a watched backend: a short connect timeout, and a client that fails over at its death."""
+        backend = self.watchdog.backend_for(kwargs.get("api_base"))
+        if backend is None:
+            return None
+        self.watchdog.ensure_started()
+        read = kwargs.get("timeout")
+        read = read.read if isinstance(read, httpx.Timeout) else read
+        read = float(read) if read else None
+        kwargs["timeout"] = httpx.Timeout(read, connect=min(self.connect_timeout, read or self.connect_timeout))
+        kwargs["client"] = self.client_for(backend)
+        return kwargs
+
+    def client_for(self, backend):
+        client = self.clients.get(backend.name)
+        if client is None:
+            from openai import AsyncOpenAI  # installed with litellm
+
+            transport = inference_liveness.WatchedTransport(backend)
+            client = AsyncOpenAI(base_url=backend.api_base, api_key="not-needed", max_retries=0,
+                                 http_client=httpx.AsyncClient(transport=transport))
+            self.clients[backend.name] = client
+        return client
+
     # -- quotas -------------------------------------------------------------
 
     async def async_pre_call_hook(self, user_api_key_dict, cache, data, call_type):
+        self.watchdog.ensure_started()
         model = data.get("model") if isinstance(data, dict) else None
         quota = self.models.get(model, {}).get("quota") if model else None
         if quota:

@@ -53,9 +53,9 @@ def test_parallel_models_never_appear_in_fallbacks():
 
 @pytest.mark.parametrize("name, expected", [
     ("vllm-qwen", {"model": "openai/vllm-qwen", "api_base": "http://vllm-api:8000/v1", "api_key": "not-needed",
-                   "timeout": 3, "stream_timeout": 3, "max_retries": 0}),
+                   "timeout": 3, "stream_timeout": 3, "max_retries": 0, "cooldown_time": 0}),
     ("ollama-qwen", {"model": "openai/qwen2.5:3b", "api_base": "http://ollama:11434/v1", "api_key": "not-needed",
-                     "timeout": 120, "stream_timeout": 120, "max_retries": 0}),
+                     "timeout": 120, "stream_timeout": 120, "max_retries": 0, "cooldown_time": 0}),
     ("openai-gpt4o", {"model": "openai/gpt-4o-mini", "api_key": "os.environ/OPENAI_API_KEY", "timeout": 30,
                       "stream_timeout": 30, "max_retries": 0, "cooldown_time": 0}),
     ("vllm-r1", {"model": "openai/vllm-r1", "api_base": "http://vllm-api:8000/v1", "api_key": "not-needed",
@@ -84,9 +84,38 @@ def test_redis_only_when_asked():
     assert router["redis_host"] == "os.environ/REDIS_HOST" and "redis_password" not in router
 
 
-def test_only_tiers_with_a_next_tier_cool_down():
+def test_only_cloud_tiers_with_a_next_tier_cool_down():
     cooling = [d["model_name"] for d in config()["model_list"] if d["litellm_params"].get("cooldown_time") != 0]
-    assert cooling == ["vllm-qwen", "ollama-qwen"]
+    assert cooling == [], "vLLM and Ollama are skipped by the hook's health probes, never by a cooldown"
+    chain = ["vllm-qwen", "openai-gpt4o", "ollama-qwen"]
+    cfg = _litellm_config.build_config(MODELS, chain, SETTINGS)
+    assert [d["model_name"] for d in cfg["model_list"] if d["litellm_params"].get("cooldown_time") != 0] == [
+        "openai-gpt4o"]
+
+
+def test_liveness_probes_every_in_cluster_backend_at_its_health_endpoint():
+    settings = _litellm_config.build_gateway_settings(MODELS, CHAIN, MODES, dict(SETTINGS, probe={
+        "interval": 1.5, "timeout": 1, "failures": 3, "connect_timeout": 0.5}))
+    assert settings["liveness"] == {
+        "backends": {"ollama": {"api_base": "http://ollama:11434/v1", "probe": "http://ollama:11434/api/version"},
+                     "vllm": {"api_base": "http://vllm-api:8000/v1", "probe": "http://vllm-api:8000/health"}},
+        "interval": 1.5, "timeout": 1, "failures": 3, "connect_timeout": 0.5}
+    # The probe's api_base is the deployment's, so the hook can tell which deployments a backend serves.
+    cfg = config()
+    assert params(cfg, "ollama-qwen")["api_base"] == settings["liveness"]["backends"]["ollama"]["api_base"]
+    assert params(cfg, "vllm-qwen")["api_base"] == settings["liveness"]["backends"]["vllm"]["api_base"]
+
+
+@pytest.mark.parametrize("api_base, probe", [("http://v:8000/v1/", "http://v:8000/health"),
+                                             ("http://v:8000", "http://v:8000/health")])
+def test_vllm_probe_is_at_the_server_root(api_base, probe):
+    assert _litellm_config.probe_url("vllm", {"vllm": api_base}) == probe
+
+
+def test_no_probe_for_a_backend_no_model_uses():
+    cloud_only = [m for m in MODELS if m["backend"] not in ("vllm", "ollama")]
+    settings = _litellm_config.build_gateway_settings(cloud_only, ["gemini/flash"], {}, SETTINGS)
+    assert settings["liveness"]["backends"] == {}
 
 
 def test_no_retries_and_a_short_cooldown():
