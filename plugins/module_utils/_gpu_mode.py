@@ -106,6 +106,14 @@ def rolled_out(deployment):
 
 # -- a switch ---------------------------------------------------------------------
 
+def stops_serving(deployment, target, table, container="vllm"):
+    """Whether switching to ``target`` takes away the model vLLM serves now (to a GPU-free
+    mode, or to another model): its clients then fall back to the next tier."""
+    if not deployment or (deployment.get("spec") or {}).get("replicas", 1) == 0:
+        return False
+    return served_model_name(deployment, container) != table[target]["vllm_model"]
+
+
 def switch_patch(deployment, target, table, container="vllm"):
     """The one strategic-merge patch that puts the Deployment in mode ``target``."""
     mode = table[target]

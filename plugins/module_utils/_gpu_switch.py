@@ -2,7 +2,8 @@
 # Copyright: homelab.inference contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """A GPU mode switch: read -> decide -> (check mode stops here) -> lock ->
-patch -> wait for the rollout -> verify -> (roll back on failure) -> unlock.
+warm the fallback tier (when the switch takes away vLLM's model) -> patch ->
+wait for the rollout -> verify -> (roll back on failure) -> unlock.
 
 The decisions are the pure functions of _gpu_mode; this file only sequences
 them around the API (``kube``, a _kube_access.KubeAccess or a test fake) and
@@ -104,6 +105,9 @@ class GpuModeSwitch:
                 result["changed"] = False
                 result["verified"] = self.verify(target, deployment) if self.params["verify"] else {}
                 return result
+            # Clients fall back as soon as vLLM goes: the fallback tier must answer first.
+            if self.warm(target, deployment, result):
+                deployment = self.read()  # a cold load takes minutes: patch what is there now
             try:
                 result["verified"] = self.apply(target, deployment)
             except SwitchFailed as broken:
@@ -128,6 +132,30 @@ class GpuModeSwitch:
             if not released and failure is not None:
                 failure.args = ("%s; the lock could not be released (it expires in %ss)"
                                 % (failure, self.params["lock_duration"]),)
+
+    def warm(self, target, deployment, result):
+        """Before a switch takes away the model vLLM serves: the fallback tier answers through LiteLLM.
+
+        A cold CPU tier loads on its first request (minutes for Ollama), which would
+        otherwise land on the clients - and on this switch's verification. When it
+        cannot be warmed within ``warm_timeout``, nothing has been changed yet, and
+        the switch fails saying so."""
+        model = self.params["gpu_free_model"]
+        if self.litellm is None or not model or \
+                not _gpu_mode.stops_serving(deployment, target, self.table, self.params["container"]):
+            return False
+        began = self.clock()
+        try:
+            result["warmed"] = self.litellm_answer(model, expect_group=model, limit="warm_timeout")
+        except SwitchFailed as cold:
+            current = self.describe(deployment)
+            result.update(changed=False, mode=current["mode"], model=current["model"])
+            raise SwitchFailed("switch to %s not started: %s; vLLM still serves %s (%s), nothing changed"
+                               % (target, cold, _gpu_mode.served_model_name(deployment, self.params["container"]),
+                                  current["mode"]), result)
+        finally:
+            self.timings["warm"] = round(self.clock() - began, 3)
+        return True
 
     def apply(self, target, deployment, phase=""):
         """Patch, wait, verify one mode; raises SwitchFailed with the reason."""

@@ -21,6 +21,11 @@ description:
     a live one is waited for up to O(lock_timeout)), applies the mode with one patch, waits for the rollout (failing
     fast with the pod's reason - OOMKilled, CrashLoopBackOff, ImagePullBackOff, Pending for lack of a free GPU), verifies,
     and releases the lock whatever happens.
+  - Before a switch that takes away the model vLLM serves (to a GPU-free mode, or to another model), it warms the
+    fallback tier - a 1-token request for O(gpu_free_model) through LiteLLM, answered by that tier itself, within
+    O(warm_timeout) - and only then patches. A cold CPU tier loads on its first request, which takes minutes; without
+    this, that load would land on the clients and on the verification. A tier that cannot be warmed fails the switch
+    before vLLM is touched, with nothing changed.
   - Verification - vLLM's C(/v1/models) lists exactly the mode's model and LiteLLM answers a 1-token request for it
     from vLLM itself; in a GPU-free mode, the vLLM pods are gone, no pod on the GPU node holds C(nvidia.com/gpu), and
     LiteLLM still answers O(gpu_free_model).
@@ -84,15 +89,25 @@ options:
       - The playbook C(gpu_mode.yml) takes it as C(gpu_mode_verify_timeout).
     type: int
     default: 60
+  warm_timeout:
+    description:
+      - Seconds the fallback tier (O(gpu_free_model)) may take to answer through LiteLLM before a switch takes away
+        the model vLLM serves; a cold load of the CPU tier took up to 164 s on the reference system. Asked again
+        until then, each request bounded by the time left.
+      - The tier's own timeout in LiteLLM (the catalog's C(timeout)) must cover a cold load too - Ollama abandons a
+        load whose request goes away.
+      - The playbook C(gpu_mode.yml) takes it as C(gpu_mode_warm_timeout).
+    type: int
+    default: 300
   gpu_node_selector:
     description: Label selector of the GPU node(s), checked for pods holding C(nvidia.com/gpu) in a GPU-free mode.
     type: str
     default: nvidia.com/gpu=true
   gpu_free_model:
     description:
-      - Model asked through LiteLLM to verify a GPU-free mode, for example the CPU tier V(ollama-qwen). Empty skips that
-        check. Asking a chain head that falls back (V(default)) would put the vLLM tier in LiteLLM's cooldown and slow
-        the next switch back.
+      - Model asked through LiteLLM to verify a GPU-free mode, and to warm before a switch takes away vLLM's model -
+        the chain's first tier off the GPU, for example the CPU tier V(ollama-qwen). Empty skips both. Asking a chain
+        head that falls back (V(default)) would put the vLLM tier in LiteLLM's cooldown and slow the next switch back.
     type: str
     default: ""
   vllm_service:
@@ -137,7 +152,7 @@ options:
   lock_duration:
     description:
       - Seconds a lock lives without renewal, after which another run may take it over (a crashed run's lock).
-        Default - long enough for a switch and a rollback.
+        Default - long enough for a warm-up, a switch and a rollback.
     type: int
 requirements:
   - kubernetes >= 24.2.0
@@ -192,11 +207,18 @@ verified:
   returned: when verification ran
   type: dict
   sample: {"vllm_models": ["vllm-r1"], "litellm": {"model": "vllm-r1", "status": 200, "answered_by": "vllm-r1"}}
+warmed:
+  description: The fallback tier's answer through LiteLLM before vLLM's model was taken away.
+  returned: when a switch took away the model vLLM served
+  type: dict
+  sample: {"model": "ollama-qwen", "status": 200, "answered_by": "ollama-qwen"}
 timings:
-  description: Seconds spent taking the lock, patching, waiting for the rollout, verifying, and in total.
+  description:
+    - Seconds spent taking the lock, warming the fallback tier, patching, waiting for the rollout, verifying, and in
+      total.
   returned: when a switch or verification ran
   type: dict
-  sample: {"lock": 0.01, "patch": 0.02, "rollout": 91.3, "verify": 0.2, "total": 91.6}
+  sample: {"lock": 0.01, "warm": 0.4, "patch": 0.02, "rollout": 91.3, "verify": 0.2, "total": 92.0}
 rolled_back:
   description: Whether a failed switch was rolled back to the previous mode.
   returned: always
@@ -242,6 +264,7 @@ def argument_spec():
         rollback=dict(type="bool", default=True),
         verify=dict(type="bool", default=True),
         verify_timeout=dict(type="int", default=60),
+        warm_timeout=dict(type="int", default=300),
         gpu_node_selector=dict(type="str", default="nvidia.com/gpu=true"),
         gpu_free_model=dict(type="str", default=""),
         vllm_service=dict(type="str", default="vllm-api"),
@@ -292,7 +315,8 @@ def run_module(module, kube_factory=KubeAccess):
     if problems:
         module.fail_json(msg="; ".join(problems))
     if params["lock_duration"] is None:
-        params["lock_duration"] = 2 * (params["rollout_timeout"] + params["verify_timeout"]) + 60
+        params["lock_duration"] = (params["warm_timeout"] + 2 * (params["rollout_timeout"] + params["verify_timeout"])
+                                   + 60)
     holder = "%s@%s/%d" % (getpass.getuser(), socket.gethostname(), os.getpid())
     try:
         kube = kube_factory(module)

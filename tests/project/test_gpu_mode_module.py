@@ -84,7 +84,8 @@ def test_switch_to_r1_is_verified_and_releases_the_lock(stack, kube, capsys):
     assert (result["mode"], result["previous_mode"], result["model"]) == ("r1", "ml", "vllm-r1")
     assert result["verified"]["vllm_models"] == ["vllm-r1"]
     assert result["verified"]["litellm"] == {"model": "vllm-r1", "status": 200, "answered_by": "vllm-r1"}
-    assert set(result["timings"]) == {"lock", "patch", "rollout", "verify", "total"}
+    assert set(result["timings"]) == {"lock", "warm", "patch", "rollout", "verify", "total"}
+    assert result["warmed"] == {"model": "ollama-qwen", "status": 200, "answered_by": "ollama-qwen"}
     assert result["rolled_back"] is False
     container = kube.deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["args"] == TABLE["r1"]["args"]
@@ -115,6 +116,53 @@ def test_gaming_frees_the_gpu_and_back_to_ml(stack, kube, capsys):
     back = run(kube, capsys, **args(stack, "ml"))
     assert back["changed"] is True and back["previous_mode"] == "gaming" and not back.get("failed"), back
     assert back["verified"]["litellm"]["answered_by"] == "vllm-qwen"
+
+
+@pytest.fixture
+def cold_ollama(stack):
+    """Ollama restarted: nothing loaded, and a load of the model takes COLD_LOAD seconds."""
+    ollama = stack["upstreams"].ollama
+    saved = ollama.cold_load
+    ollama.loaded.clear()
+    ollama.cold_load = COLD_LOAD
+    ollama.reset_counters()
+    yield ollama
+    ollama.cold_load = saved
+
+
+# The reference system's cold CPU load (60-164 s) against gpu_mode's verification (60 s),
+# scaled down: the load takes longer than verification may.
+COLD_LOAD, VERIFY_TIMEOUT = 3, 1
+
+
+def test_a_cold_fallback_is_warmed_before_vllm_goes_and_the_switch_verifies(stack, kube, cold_ollama, capsys):
+    result = run(kube, capsys, **args(stack, "gaming", verify_timeout=VERIFY_TIMEOUT))
+    assert result["changed"] is True and not result.get("failed"), result
+    assert result["warmed"] == {"model": "ollama-qwen", "status": 200, "answered_by": "ollama-qwen"}
+    assert result["verified"]["litellm"]["answered_by"] == "ollama-qwen"
+    assert result["rolled_back"] is False and kube.deployment["spec"]["replicas"] == 0
+    assert "warm" in result["timings"]
+
+
+def test_a_fallback_that_cannot_be_warmed_fails_the_switch_before_vllm_is_touched(stack, kube, cold_ollama, capsys):
+    before = json.dumps(kube.deployment, sort_keys=True)
+    result = run(kube, capsys, **args(stack, "gaming", warm_timeout=1))
+    assert result["failed"] is True
+    assert result["msg"].startswith("switch to gaming not started: LiteLLM did not serve ollama-qwen from its own "
+                                    "tier ollama-qwen within 1s (warm_timeout): ")
+    assert result["msg"].endswith("; vLLM still serves vllm-qwen (ml), nothing changed")
+    assert "from vLLM" not in result["msg"] and "\n" not in result["msg"]
+    assert (result["changed"], result["mode"], result["model"], result["rolled_back"]) == (False, "ml", "vllm-qwen",
+                                                                                           False)
+    assert "patch_deployment" not in kube.calls
+    assert json.dumps(kube.deployment, sort_keys=True) == before
+    assert kube.leases == {}, "the lock is released"
+
+
+def test_check_mode_warms_nothing(stack, kube, cold_ollama, capsys):
+    result = run(kube, capsys, _ansible_check_mode=True, **args(stack, "gaming"))
+    assert result["changed"] is True and "warmed" not in result
+    assert not any(key.startswith("generate:") for key in cold_ollama.hits), cold_ollama.hits
 
 
 def test_status_reports_and_changes_nothing(stack, kube, capsys):

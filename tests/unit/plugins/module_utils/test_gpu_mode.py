@@ -182,3 +182,18 @@ def test_lease_state(lease, state):
 
 def test_micro_time_round_trips():
     assert _gpu_mode.parse_time(_gpu_mode.micro_time(NOW)) == NOW
+
+
+@pytest.mark.parametrize("obj, target, stops", [
+    (deployment(), "gaming", True),
+    (deployment(), "r1", True),
+    (deployment(label="r1", served="vllm-r1"), "ml", True),
+    (deployment(), "ml", False),
+    (deployment(replicas=0), "ml", False),
+    (deployment(replicas=0), "gaming", False),
+    # serving something no mode names (an edit by hand): any mode stops it
+    (deployment(label=None, served="unknown"), "ml", True),
+], ids=["ml-gaming", "ml-r1", "r1-ml", "ml-ml", "gaming-ml", "gaming-gaming", "unknown-ml"])
+def test_stops_serving(obj, target, stops):
+    """Whether a switch takes away the model vLLM serves (then the fallback tier must be warm first)."""
+    assert _gpu_mode.stops_serving(obj, target, TABLE) is stops

@@ -139,7 +139,8 @@ class StubLitellm:
 
 def params(mode, **extra):
     base = {"mode": mode, "modes": TABLE, "namespace": "ml", "deployment": "vllm-server", "container": "vllm",
-            "rollout_timeout": 60, "rollback": True, "verify": True, "verify_timeout": 60, "gpu_node_selector": "nvidia.com/gpu=true", "gpu_free_model": "ollama-qwen", "litellm_api_key": "sk-x",
+            "rollout_timeout": 60, "rollback": True, "verify": True, "verify_timeout": 60, "warm_timeout": 300,
+            "gpu_node_selector": "nvidia.com/gpu=true", "gpu_free_model": "ollama-qwen", "litellm_api_key": "sk-x",
             "lock_name": "gpu-mode", "lock_timeout": 10, "lock_duration": 900}
     base.update(extra)
     return base
@@ -158,6 +159,77 @@ def switch(rig, mode, **extra):
                          clock=rig["clock"], sleep=rig["clock"].sleep)
 
 
+# -- the fallback is warm before the GPU goes ---------------------------------------------
+
+@pytest.mark.parametrize("start, target", [("ml", "gaming"), ("ml", "r1"), ("r1", "ml"), ("r1", "gaming")])
+def test_a_switch_that_stops_the_served_model_warms_the_fallback_first(rig, start, target):
+    rig["kube"].__init__(rig["events"], mode=start)
+    rig["litellm"].answers("ollama-qwen", ("ollama-qwen", 164), ("ollama-qwen", 0))  # a cold CPU load, then warm
+    result = switch(rig, target).run(check_mode=False)
+    assert result["changed"] is True and result["mode"] == target
+    events = [e for e in rig["events"] if e[0] != "lock"]
+    assert events[:2] == [("litellm", "ollama-qwen"), ("patch", target)], rig["events"]
+    assert result["warmed"] == {"model": "ollama-qwen", "status": 200, "answered_by": "ollama-qwen"}
+    assert result["timings"]["warm"] == 164
+    # the cold load had the warm-up's time, not a verification's
+    assert rig["litellm"].asked[0] == ("ollama-qwen", 300)
+
+
+@pytest.mark.parametrize("start, target", [("gaming", "ml"), ("gaming", "r1")])
+def test_a_switch_from_a_gpu_free_mode_has_nothing_to_warm(rig, start, target):
+    rig["kube"].__init__(rig["events"], mode=start)
+    result = switch(rig, target).run(check_mode=False)
+    assert result["changed"] is True and "warm" not in result["timings"] and "warmed" not in result
+    assert [e for e in rig["events"] if e[0] != "lock"][0] == ("patch", target)
+
+
+def test_the_same_mode_and_check_mode_warm_nothing(rig):
+    assert switch(rig, "ml").run(check_mode=False)["changed"] is False
+    assert switch(rig, "gaming").run(check_mode=True)["changed"] is True
+    assert ("litellm", "ollama-qwen") not in rig["events"]
+    assert not any(e[0] in ("patch", "lock") for e in rig["events"])
+
+
+def test_without_a_fallback_model_or_litellm_nothing_is_warmed(rig):
+    result = switch(rig, "r1", gpu_free_model="").run(check_mode=False)
+    assert result["changed"] is True and "warm" not in result["timings"]
+    assert ("litellm", "ollama-qwen") not in rig["events"]
+    result = GpuModeSwitch(rig["kube"], params("gaming"), rig["vllm"], None, "me@host/1", clock=rig["clock"],
+                           sleep=rig["clock"].sleep).run(check_mode=False)
+    assert result["changed"] is True and "warm" not in result["timings"]
+
+
+def test_a_fallback_that_cannot_be_warmed_fails_the_switch_before_vllm_is_touched(rig):
+    # Ollama never answers in time: LiteLLM falls back to the next tier.
+    rig["litellm"].answers("ollama-qwen", ("openai-gpt4o", 1))
+    before = copy.deepcopy(rig["kube"].deployment)
+    with pytest.raises(SwitchFailed) as failed:
+        switch(rig, "gaming", warm_timeout=30).run(check_mode=False)
+    message = str(failed.value)
+    assert message == ("switch to gaming not started: LiteLLM did not serve ollama-qwen from its own tier "
+                       "ollama-qwen within 30s (warm_timeout): it fell back to openai-gpt4o; vLLM still serves "
+                       "vllm-qwen (ml), nothing changed")
+    assert "from vLLM" not in message
+    result = failed.value.result
+    assert (result["changed"], result["mode"], result["model"], result["rolled_back"]) == (False, "ml", "vllm-qwen",
+                                                                                           False)
+    assert result["timings"]["warm"] >= 30
+    assert not any(e[0] == "patch" for e in rig["events"])
+    assert rig["kube"].deployment == before
+    assert rig["events"][-1] == ("unlock", "gpu-mode") and rig["kube"].lease is None
+
+
+def test_a_warm_up_that_times_out_says_so(rig):
+    rig["litellm"].answers("ollama-qwen", (None, 0))
+    with pytest.raises(SwitchFailed) as failed:
+        switch(rig, "r1", warm_timeout=200).run(check_mode=False)
+    assert str(failed.value) == (
+        "switch to r1 not started: LiteLLM did not serve ollama-qwen from its own tier ollama-qwen within 200s "
+        "(warm_timeout): cannot reach service ml/litellm:4000: timed out; vLLM still serves vllm-qwen (ml), "
+        "nothing changed")
+    assert not any(e[0] == "patch" for e in rig["events"])
+
+
 # -- verification: its time limit holds, and a failure names the tier -------------------------
 
 def test_each_verification_request_ends_by_the_verify_timeout(rig):
@@ -171,7 +243,8 @@ def test_each_verification_request_ends_by_the_verify_timeout(rig):
 
 
 def test_a_gpu_free_verification_failure_names_the_model_and_its_tier_not_vllm(rig):
-    rig["litellm"].answers("ollama-qwen", ("openai-gpt4o", 0))
+    # warm: answered by Ollama; after the switch, only by the next tier
+    rig["litellm"].answers("ollama-qwen", ("ollama-qwen", 0), ("openai-gpt4o", 0))
     with pytest.raises(SwitchFailed) as failed:
         switch(rig, "gaming", verify_timeout=3, rollback=False).run(check_mode=False)
     assert str(failed.value) == ("switch to gaming failed: LiteLLM did not serve ollama-qwen from its own tier "
