@@ -14,7 +14,8 @@ from lab.gateway_rig import Gateway, Upstreams, render_gateway, streamed_text
 CATALOG_MODELS = ["vllm-qwen", "ollama-qwen", "openai-gpt4o", "vllm-r1", "groq/llama-3.3-70b-versatile",
                   "groq/mixtral-8x7b-32768", "gemini/gemini-2.0-flash", "gemini/gemini-2.5-flash",
                   "mistral/mistral-small-latest"]
-VLLM_TIMEOUT = 3  # the catalog's timeout of vllm-qwen
+# The hook's probes (litellm_probe_*): a hung backend is found within interval + failures x timeout.
+HANG_BOUND = 2 + 2 * 2
 NOBODY = {"vllm": 0, "ollama": 0, "openai": 0, "groq": 0, "mistral": 0, "gemini": 0}
 
 
@@ -114,18 +115,19 @@ def test_vllm_and_ollama_down_falls_back_to_openai(gateway, upstreams, stream):
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
-def test_vllm_hanging_falls_back_after_its_timeout(gateway, upstreams, stream):
-    upstreams.vllm.behaviour = "hang"
-    status, answer, _, _ = gateway.chat("vllm-qwen", stream=stream)
+def test_a_hanging_vllm_is_found_by_its_health_probe_and_its_requests_fail_over(gateway, upstreams, stream):
+    upstreams.vllm.behaviour = "hang"  # accepts connections, answers nothing: /health neither
+    # Without the probes the request would wait for vLLM's backstop timeout (300 s).
+    status, answer, headers, _ = gateway.chat("vllm-qwen", stream=stream, timeout=2 * HANG_BOUND)
     assert status == 200, answer
+    assert headers["x-litellm-model-group"] == "ollama-qwen"
     text = streamed_text(answer) if stream else answer["choices"][0]["message"]["content"]
     assert text.strip() == "Hello from the fake Ollama model."
-    vllm_at = upstreams.vllm.requests[0]["at"]
-    # Ollama was asked once vLLM's timeout had run out, not before.
-    assert upstreams.ollama.first_generate_at - vllm_at >= VLLM_TIMEOUT
-    # The hanging tier is now cooling down: the next request goes straight to Ollama.
+    assert "failed 2 health probes in a row" in gateway.proxy.log_tail(400), "found dead by its probes"
+    # Found dead: the next request goes straight to Ollama.
     assert gateway.chat("vllm-qwen", stream=stream)[0] == 200
-    assert upstreams.chat_hits() == only(vllm=1, ollama=2)
+    hits = upstreams.chat_hits()
+    assert hits["vllm"] <= 1 and hits["ollama"] == 2 and hits["openai"] == 0
 
 
 def test_a_stream_that_dies_after_its_first_chunk_ends_with_an_error_event(gateway, upstreams):

@@ -1,0 +1,85 @@
+"""Slow is not dead: the REAL LiteLLM proxy on the rendered config, in front of
+FAKE upstreams that take real time. A healthy vLLM answer of 30 s is served by
+vLLM and cools nothing down; a stream is not cut while tokens flow; a refused
+vLLM fails over at once; a vLLM that comes back serves within a probe interval.
+(The hanging vLLM is in test_gateway.py; the figures are measured by
+benchmarks/gateway.py.)"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from lab.gateway_rig import Gateway, Upstreams, render_gateway, streamed_text
+
+PROBE_INTERVAL = 2  # litellm_probe_interval
+PROBE_FAILURES = 2  # litellm_probe_failures
+
+
+@pytest.fixture(scope="module")
+def upstreams():
+    servers = Upstreams()
+    yield servers
+    servers.stop()
+
+
+@pytest.fixture(scope="module")
+def rendered(upstreams, tmp_path_factory):
+    return render_gateway(tmp_path_factory.mktemp("gateway-timing"), upstreams)
+
+
+@pytest.fixture
+def gateway(rendered, upstreams):
+    config_dir, env, _ = rendered
+    if upstreams.vllm.stopped:
+        upstreams.restart_vllm()
+    upstreams.vllm.reset()
+    for server in upstreams.all():
+        server.reset_counters()
+    proxy = Gateway(config_dir, env).start()
+    yield proxy
+    proxy.stop()
+
+
+def answered_by(result):
+    status, _, headers, _ = result
+    return status, headers.get("x-litellm-model-group")
+
+
+def test_a_slow_healthy_vllm_answer_is_served_by_vllm_and_cools_nothing_down(gateway, upstreams):
+    upstreams.vllm.latency = 30  # a long non-streamed answer: vLLM sends nothing until it is complete
+    status, answer, headers, _ = gateway.chat("vllm-qwen", timeout=120)
+    assert status == 200, answer
+    assert headers["x-litellm-model-group"] == "vllm-qwen"
+    assert answer["choices"][0]["message"]["content"] == "Hello from the fake model."
+    assert upstreams.chat_hits()["ollama"] == 0, "nothing was abandoned to the CPU tier"
+    upstreams.vllm.latency = 0
+    # No cooldown: the very next requests are vLLM's too.
+    assert [gateway.chat(model)[0] for model in ("vllm-qwen", "default")] == [200, 200]
+    assert upstreams.chat_hits()["vllm"] == 3 and upstreams.chat_hits()["ollama"] == 0
+    assert "health probe" not in gateway.proxy.log_tail(400)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_a_refused_vllm_fails_over_without_waiting(gateway, upstreams, stream):
+    upstreams.vllm.stop()
+    # A deadline, not a measurement: the reference config's retries took 4.5 s per request here.
+    for _ in range(3):
+        assert answered_by(gateway.chat("vllm-qwen", stream=stream, timeout=2)) == (200, "ollama-qwen")
+    # Once its probes have failed, vLLM is not even tried.
+    deadline = time.monotonic() + PROBE_INTERVAL * (PROBE_FAILURES + 2)
+    while "failed 2 health probes in a row" not in gateway.proxy.log_tail(400):
+        assert time.monotonic() < deadline, "the refused vLLM was never declared dead"
+        time.sleep(0.2)
+    assert answered_by(gateway.chat("vllm-qwen", stream=stream, timeout=2)) == (200, "ollama-qwen")
+
+
+def test_a_vllm_that_comes_back_serves_within_a_probe_interval(gateway, upstreams):
+    upstreams.vllm.stop()
+    while "failed 2 health probes in a row" not in gateway.proxy.log_tail(400):
+        assert answered_by(gateway.chat("vllm-qwen")) == (200, "ollama-qwen")
+        time.sleep(0.2)
+    upstreams.restart_vllm()  # the switch back to ml: vLLM serves again
+    time.sleep(PROBE_INTERVAL + 1)
+    assert answered_by(gateway.chat("vllm-qwen")) == (200, "vllm-qwen"), "no 10 s cooldown in the way"
