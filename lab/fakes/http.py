@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -55,14 +57,45 @@ class FakeHandler(BaseHTTPRequestHandler):
 
     def send_stream(self, chunks, content_type="application/x-ndjson"):
         """Chunked transfer encoding, one write per chunk (how Ollama streams)."""
+        self.start_chunks(content_type)
+        for chunk in chunks:
+            self.send_chunk(chunk)
+        self.end_chunks()
+
+    def start_chunks(self, content_type="application/x-ndjson"):
+        """The status line and headers of a chunked answer, sent now; the chunks follow as they come."""
         self.wfile.write(("HTTP/1.1 200 OK\r\nContent-Type: %s\r\nTransfer-Encoding: chunked\r\n\r\n"
                           % content_type).encode("latin-1"))
-        for chunk in chunks:
-            data = chunk.encode("utf-8") if isinstance(chunk, str) else chunk
-            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-            self.wfile.flush()
+        self.wfile.flush()
+
+    def send_chunk(self, chunk):
+        data = chunk.encode("utf-8") if isinstance(chunk, str) else chunk
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.wfile.flush()
+
+    def end_chunks(self):
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
+
+    def hang(self):
+        """A process that accepts connections and never answers: wait until released, then drop."""
+        self.server.release.wait()
+        self.close_connection_now()
+
+    def close_connection_now(self):
+        """Drop the connection without an answer (or mid-answer)."""
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+def sleep_until(deadline):
+    """Sleep to a time.monotonic() deadline (no drift when called once per token)."""
+    remaining = deadline - time.monotonic()
+    if remaining > 0:
+        time.sleep(remaining)
 
 
 class FakeServer(ThreadingHTTPServer):
@@ -75,6 +108,14 @@ class FakeServer(ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.connections = set()
         self.stopped = False
+        # Set to let the handlers of a "hang" fault go (they then drop their connections).
+        self.release = threading.Event()
+
+    def handle_error(self, request, client_address):
+        """A client that went away mid-answer (a timeout, a fallback) is no error of the server's."""
+        if isinstance(sys.exc_info()[1], (ConnectionError, socket.timeout)):
+            return
+        super().handle_error(request, client_address)
 
     def reset_counters(self):
         """Forget what was asked so far (between test cases)."""
@@ -100,6 +141,7 @@ class FakeServer(ThreadingHTTPServer):
         if self.stopped:
             return
         self.stopped = True
+        self.release.set()
         self.shutdown()
         self.server_close()
         with self.lock:

@@ -14,20 +14,40 @@ What they reproduce, because tests and LiteLLM depend on it:
   with the provider's own 401 (``refusal``), before anything else, as the
   real APIs do; vLLM takes no key (it is started without ``--api-key``).
 
+Timing (``timing``, a ``lab.timing_profiles.Timing``; the vLLM workload passes
+the lab's profile, a server built without one answers at once), as vLLM v0.11.0
+serves (vllm/entrypoints/openai/api_server.py, ``create_chat_completion``: a
+``JSONResponse`` for a plain request, a ``StreamingResponse`` for a streamed one;
+serving_chat.py, ``chat_completion_full_generator`` and
+``chat_completion_stream_generator``):
+
+- a plain answer sends NOTHING until the whole completion is generated, then
+  headers and body at once: time to first token (the prompt's prefill), then one
+  decode interval per further token;
+- a streamed answer sends its headers at once, the role chunk and the first
+  token's chunk after the time to first token, then one chunk per token at the
+  per-stream decode rate (which falls as more streams generate at once);
+- an answer has the profile's answer length, capped by ``max_tokens``; the text
+  stays the FAKE's short answer, so a longer modelled answer streams its later
+  tokens as empty deltas; the prompt's tokens are its characters / 4.
+
 Faults, set on the server object: ``behaviour`` is one of ``ok``, ``hang``
-(accept, never answer), ``error`` (HTTP ``error_status``), ``die_mid_stream``
+(a process that accepts connections and never answers anything: chat, ``/health``
+and ``/v1/models`` alike), ``error`` (HTTP ``error_status``), ``die_mid_stream``
 (one chunk, then the connection drops), ``rate_limited`` (429). ``latency``
-delays every answer.
+delays every chat answer further.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
 import uuid
 
-from .http import FakeHandler, FakeServer
+from ..timing_profiles import estimate_tokens, message_text, spread
+from .http import FakeHandler, FakeServer, sleep_until
 
 ANSWER = "Hello from the fake model."
 REASONING = "The user greets me. I should greet back."
@@ -50,6 +70,8 @@ class ChatHandler(FakeHandler):
     def do_GET(self):
         server = self.server
         server.count("GET " + self.path)
+        if server.behaviour == "hang":
+            return self.hang()
         if self.path == "/health" and server.flavour == "vllm":
             return self.send_body(200, "", "text/plain")
         if self.path in ("/v1/models", "/models"):
@@ -69,15 +91,16 @@ class ChatHandler(FakeHandler):
         model = body.get("model", "")
         server.count("chat")
         server.count("chat:" + model)
-        server.requests.append({"model": model, "stream": bool(body.get("stream")), "at": time.monotonic(),
-                                "authorization": self.headers.get("Authorization", "")})
+        # What the request asked and, once it generates, how far it got (tests read it while they wait).
+        record = {"model": model, "stream": bool(body.get("stream")), "at": time.monotonic(),
+                  "authorization": self.headers.get("Authorization", ""), "tokens": 0, "generated": 0}
+        server.requests.append(record)
         refused = server.refusal(self.headers.get("Authorization", ""))
         if refused:
             return self.send_body(401, refused)
         behaviour = server.behaviour
         if behaviour == "hang":
-            server.release.wait()
-            return self.close_connection_now()
+            return self.hang()
         if server.latency:
             time.sleep(server.latency)
         if model not in server.models:
@@ -88,15 +111,12 @@ class ChatHandler(FakeHandler):
             return self.send_body(429, server.error_body(429, "Rate limit reached for %s on requests per day" % model),
                                   headers={"retry-after": str(server.retry_after)})
         if body.get("stream"):
-            return self.stream(model, die=behaviour == "die_mid_stream")
-        return self.send_body(200, self.completion(model))
-
-    def close_connection_now(self):
-        self.close_connection = True
-        try:
-            self.connection.shutdown(2)
-        except OSError:
-            pass
+            return self.stream(model, body, record, die=behaviour == "die_mid_stream")
+        with server.generating():
+            slots = self.generate(body, record)
+            for _ in self.tokens(slots, record):
+                pass
+        return self.send_body(200, self.completion(model, record))
 
     def message(self):
         if self.server.reasoning_parser:
@@ -105,45 +125,76 @@ class ChatHandler(FakeHandler):
             return {"role": "assistant", "content": REASONING + "\n</think>\n\n" + ANSWER}
         return {"role": "assistant", "content": ANSWER}
 
-    def completion(self, model):
+    def deltas(self):
+        """The answer as streamed deltas: reasoning words, then the content's words."""
+        message = self.message()
+        pieces = [{"reasoning_content": word + " "} for word in (message.get("reasoning_content") or "").split()]
+        return pieces + [{"content": word + " "} for word in message["content"].split()]
+
+    def generate(self, body, record):
+        """The answer's deltas over its tokens (one list per token), its lengths noted in ``record``."""
+        pieces = self.deltas()
+        timing = self.server.timing
+        tokens = timing.answer_tokens(body.get("max_completion_tokens") or body.get("max_tokens"), len(pieces)) \
+            if timing else len(pieces)
+        record.update(tokens=tokens, prompt_tokens=estimate_tokens(message_text(body.get("messages"))))
+        return spread(pieces, tokens)
+
+    def tokens(self, slots, record):
+        """Yield each token's deltas when the profile says it is generated: the first after the time to
+        first token, each further one a decode interval later at the current number of streams."""
+        timing = self.server.timing
+        due = time.monotonic()
+        for index, slot in enumerate(slots):
+            if timing:
+                streams = self.server.streams
+                due += timing.ttft(record["prompt_tokens"], streams) if index == 0 else timing.token_interval(streams)
+                sleep_until(due)
+            record["generated"] = index + 1
+            yield slot
+
+    def completion(self, model, record):
         body = {"id": _completion_id(), "object": "chat.completion", "created": int(time.time()), "model": model,
                 "choices": [{"index": 0, "message": self.message(), "finish_reason": "stop", "logprobs": None}],
-                "usage": {"prompt_tokens": 9, "completion_tokens": 7, "total_tokens": 16}}
+                "usage": {"prompt_tokens": record.get("prompt_tokens", 0), "completion_tokens": record["tokens"],
+                          "total_tokens": record.get("prompt_tokens", 0) + record["tokens"]}}
         return dict(body, **PROVIDER_FIELDS.get(self.server.flavour, {}))
 
-    def stream(self, model, die=False):
+    def stream(self, model, body, record, die=False):
         ident, created = _completion_id(), int(time.time())
-        message = self.message()
 
         def chunk(delta, finish=None):
             return "data: " + json.dumps({"id": ident, "object": "chat.completion.chunk", "created": created,
                                           "model": model, "choices": [{"index": 0, "delta": delta,
                                                                        "finish_reason": finish}]}) + "\n\n"
 
-        pieces = [chunk({"role": "assistant", "content": ""})]
-        if message.get("reasoning_content"):
-            pieces += [chunk({"reasoning_content": word + " "}) for word in message["reasoning_content"].split()]
-        pieces += [chunk({"content": word + " "}) for word in message["content"].split()]
-        pieces += [chunk({}, "stop"), "data: [DONE]\n\n"]
-        if die:
-            # The role chunk and one content chunk go out, then the connection drops.
-            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
-            for piece in pieces[:2]:
-                data = piece.encode()
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-                self.wfile.flush()
-            time.sleep(self.server.die_after)
-            return self.close_connection_now()
-        return self.send_stream(pieces, content_type="text/event-stream")
+        # Starlette's StreamingResponse sends the headers before the generator yields anything.
+        self.start_chunks("text/event-stream")
+        with self.server.generating():
+            slots = self.generate(body, record)
+            for index, slot in enumerate(self.tokens(slots, record)):
+                if index == 0:
+                    self.send_chunk(chunk({"role": "assistant", "content": ""}))
+                for delta in slot or [{"content": ""}]:
+                    self.send_chunk(chunk(delta))
+                if die:
+                    # The role chunk and one content chunk went out; the connection drops.
+                    time.sleep(self.server.die_after)
+                    return self.close_connection_now()
+        self.send_chunk(chunk({}, "stop"))
+        self.send_chunk("data: [DONE]\n\n")
+        return self.end_chunks()
 
 
 class FakeChatServer(FakeServer):
-    """One fake upstream. ``flavour`` is ``vllm`` or a cloud provider's name."""
+    """One FAKE upstream. ``flavour`` is ``vllm`` or a cloud provider's name."""
 
     def __init__(self, address=("127.0.0.1", 0), flavour="vllm", models=("vllm-qwen",), reasoning_parser=None,
-                 reasoning_raw=False, api_key=None):
+                 reasoning_raw=False, api_key=None, timing=None):
         super().__init__(address, ChatHandler)
         self.flavour = flavour
+        self.timing = timing  # a lab.timing_profiles.Timing, or None: answers at once
+        self.streams = 0  # requests generating now (vLLM batches them; each slows the others a little)
         self.api_key = api_key
         self.models = list(models)
         self.reasoning_parser = reasoning_parser
@@ -159,6 +210,16 @@ class FakeChatServer(FakeServer):
     def reset_counters(self):
         super().reset_counters()
         self.requests = []
+
+    @contextlib.contextmanager
+    def generating(self):
+        with self.lock:
+            self.streams += 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.streams -= 1
 
     def reset(self, **settings):
         """Healthy again, counters cleared, then ``settings`` applied."""
