@@ -1,6 +1,8 @@
 """The local lab's command line.
 
-    python -m lab up [--state-dir .lab] [--port 16443] [--load-delay 2] [--fresh]
+    python -m lab up [--state-dir .lab] [--port 16443] [--fresh]
+                     [--profile realistic|fast] [--time-scale 1] [--load-scale 1]
+                     [--load-delay SECONDS] [--ollama-cold-load SECONDS]
     python -m lab status
     python -m lab down
     python -m lab fault fail-model vllm-r1 [--kind oom|error|none]
@@ -14,6 +16,13 @@
 ``up`` starts the lab in the background (its own process group, pid file in
 the state dir) and prints the kubeconfig and the endpoints; ``down`` stops it
 and every process it started, also after a crash (the pid files).
+
+Timing of the FAKE vLLM and Ollama (lab/timing_profiles.py): ``--profile``
+``realistic`` (the default: measured figures of an RTX 3060 and a 2-CPU Ollama,
+the reference system's load times) or ``fast`` (answers at once, loads in a
+second or two); ``--time-scale`` multiplies every delay, ``--load-scale`` the
+load delays on top of it. ``--load-delay`` / ``--ollama-cold-load`` give the
+vLLM load / Ollama cold load in seconds instead (not scaled).
 """
 
 from __future__ import annotations
@@ -28,6 +37,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+
+from lab import timing_profiles
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_STATE = os.path.join(ROOT, ".lab")
@@ -61,7 +72,8 @@ def cmd_serve(args):
     from lab.cluster import Lab
 
     lab = Lab(args.state_dir, port=args.port, load_delay=args.load_delay,
-              settings={"ollama_cold_load": args.ollama_cold_load}).start()
+              settings={"ollama_cold_load": args.ollama_cold_load}, profile=args.profile,
+              time_scale=args.time_scale, load_scale=args.load_scale).start()
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
     signal.signal(signal.SIGINT, lambda *_: stop.append(True))
@@ -85,9 +97,13 @@ def cmd_up(args):
     os.makedirs(state_dir, exist_ok=True)
     log = open(os.path.join(state_dir, "lab.out"), "ab")
     began = time.monotonic()
-    process = subprocess.Popen([sys.executable, "-m", "lab", "--state-dir", state_dir, "serve", "--port",
-                                str(args.port), "--load-delay", str(args.load_delay), "--ollama-cold-load",
-                                str(args.ollama_cold_load)],
+    argv = [sys.executable, "-m", "lab", "--state-dir", state_dir, "serve", "--port", str(args.port),
+            "--profile", args.profile, "--time-scale", str(args.time_scale), "--load-scale", str(args.load_scale)]
+    if args.load_delay is not None:
+        argv += ["--load-delay", str(args.load_delay)]
+    if args.ollama_cold_load is not None:
+        argv += ["--ollama-cold-load", str(args.ollama_cold_load)]
+    process = subprocess.Popen(argv,
                                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                env=dict(os.environ, PYTHONPATH=ROOT))
     with open(os.path.join(state_dir, "lab.pid"), "w") as handle:
@@ -100,7 +116,8 @@ def cmd_up(args):
             print("The lab failed to start; see %s" % os.path.join(state_dir, "lab.out"), file=sys.stderr)
             return 1
         if _answers(args.port):
-            print("The lab is up in %.1f s." % (time.monotonic() - began))
+            print("The lab is up in %.1f s (timing: profile %s, time scale %g, load scale %g)."
+                  % (time.monotonic() - began, args.profile, args.time_scale, args.load_scale))
             print("  kubeconfig: %s" % os.path.join(state_dir, "kubeconfig"))
             print("  API server: http://127.0.0.1:%d" % args.port)
             print("  faults:     python -m lab fault --help")
@@ -200,9 +217,18 @@ def main(argv=None):
     for name in ("up", "serve"):
         sub = commands.add_parser(name)
         sub.add_argument("--port", type=int, default=int(os.environ.get("LAB_PORT", "16443")))
-        sub.add_argument("--load-delay", type=float, default=float(os.environ.get("LAB_LOAD_DELAY", "2")),
-                         help="seconds the FAKE vLLM takes to load a model")
-        sub.add_argument("--ollama-cold-load", type=float, default=1.0)
+        sub.add_argument("--profile", choices=timing_profiles.NAMES,
+                         default=os.environ.get("LAB_PROFILE") or timing_profiles.DEFAULT_PROFILE,
+                         help="timing of the FAKE vLLM and Ollama (lab/timing_profiles.py)")
+        sub.add_argument("--time-scale", type=float, default=float(os.environ.get("LAB_TIME_SCALE") or 1.0),
+                         help="multiplies every delay of the FAKE model servers")
+        sub.add_argument("--load-scale", type=float, default=float(os.environ.get("LAB_LOAD_SCALE") or 1.0),
+                         help="multiplies their load delays (vLLM's model load, Ollama's cold load) further")
+        sub.add_argument("--load-delay", type=float,
+                         default=float(os.environ["LAB_LOAD_DELAY"]) if os.environ.get("LAB_LOAD_DELAY") else None,
+                         help="seconds the FAKE vLLM takes to load a model, instead of the profile's")
+        sub.add_argument("--ollama-cold-load", type=float, default=None,
+                         help="seconds the FAKE Ollama takes to load a model, instead of the profile's")
         sub.add_argument("--fresh", action="store_true", help="forget the state of an earlier lab")
     commands.add_parser("down")
     commands.add_parser("status")

@@ -17,6 +17,7 @@ import time
 
 import yaml
 
+from . import timing_profiles
 from .api.server import ApiHttpServer, ApiServer
 from .api.store import Store, now_rfc3339
 from .controllers import Controllers
@@ -54,12 +55,21 @@ class Pids:
 
 
 class Lab:
-    def __init__(self, state_dir, port=16443, load_delay=2.0, persist=True, settings=None):
+    """The lab. ``profile``, ``time_scale`` and ``load_scale`` time its FAKE model servers
+    (lab/timing_profiles.py; built in-process the lab is ``fast``, ``python -m lab up`` ``realistic``);
+    ``load_delay`` (seconds, as given) replaces the profile's vLLM load time, ``settings["ollama_cold_load"]``
+    Ollama's cold load."""
+
+    def __init__(self, state_dir, port=16443, load_delay=None, persist=True, settings=None, profile="fast",
+                 time_scale=1.0, load_scale=1.0):
+        if profile not in timing_profiles.PROFILES:
+            raise ValueError("unknown timing profile %r (known: %s)" % (profile, ", ".join(timing_profiles.NAMES)))
         self.state_dir = os.path.abspath(state_dir)
         os.makedirs(self.state_dir, exist_ok=True)
         self.port = port
         self.settings = dict(settings or {})
         self.default_load_delay = load_delay
+        self.profile, self.time_scale, self.load_scale = profile, float(time_scale), float(load_scale)
         self.faults = {"fail_models": {}, "slow_models": {}, "device_plugin": None, "paperless_ai_retries": None}
         # The GPU worker's card and driver, as nvidia-smi in a GPU pod reports them: an RTX 3060 12 GB
         # on the nvidia_driver role's default branch (`python -m lab fault gpu-driver` changes it).
@@ -216,7 +226,14 @@ class Lab:
         return data
 
     def load_delay(self, model):
+        """Seconds a vLLM load of ``model`` takes when given (the slow-model fault, ``load_delay``), else None:
+        the profile's."""
         return self.faults["slow_models"].get(model, self.default_load_delay)
+
+    def timing_env(self):
+        """The environment that hands the lab's timing to a FAKE model server."""
+        return {"LAB_PROFILE": self.profile, "LAB_TIME_SCALE": repr(self.time_scale),
+                "LAB_LOAD_SCALE": repr(self.load_scale)}
 
     # -- the admin endpoint (fault knobs) ---------------------------------------------------
 
@@ -302,4 +319,5 @@ class Lab:
                      "ports": [p.get("port") for p in (s.get("spec") or {}).get("ports") or []]}
                     for s in self.store.list("services")]
         return {"api": "http://127.0.0.1:%d" % self.port, "kubeconfig": os.path.join(self.state_dir, "kubeconfig"),
-                "pods": pods, "services": services, "requests": self.api.requests}
+                "pods": pods, "services": services, "requests": self.api.requests,
+                "timing": {"profile": self.profile, "time_scale": self.time_scale, "load_scale": self.load_scale}}

@@ -9,7 +9,9 @@ deletion stops everything and removes the pod.
 
 Images map to programs (``programs``): the REAL LiteLLM proxy for LiteLLM's
 image, FAKE servers for vLLM, Ollama and Paperless-AI, an idle process for the
-device plugin. An image the lab has no program for fails loudly (ErrImagePull).
+device plugin. The FAKE model servers get the lab's timing profile and scales
+(``LAB_PROFILE``, ``LAB_TIME_SCALE``, ``LAB_LOAD_SCALE``; lab/timing_profiles.py).
+An image the lab has no program for fails loudly (ErrImagePull).
 Container paths in args and mounts map to the pod's directory; every process
 gets its own address and the lab's DNS (lab/hooks/sitecustomize.py).
 """
@@ -218,7 +220,10 @@ class PodWorker(threading.Thread):
             return self.gpu_tool(spec["command"] + args), self.gpu_environment(), self.dir
         if family == "vllm":
             served = _served(spec.get("args") or [])
-            extra = {"LAB_LOAD_DELAY": str(self.lab.load_delay(served))}
+            extra = self.lab.timing_env()
+            load_delay = self.lab.load_delay(served)
+            if load_delay is not None:  # seconds as given (--load-delay, the slow-model fault), else the profile's
+                extra["LAB_LOAD_DELAY"] = str(load_delay)
             fault = self.lab.faults["fail_models"].get(served)
             if fault:
                 extra["LAB_FAIL"] = fault
@@ -227,9 +232,10 @@ class PodWorker(threading.Thread):
         if family == "ollama":
             host = env.get("OLLAMA_HOST", "0.0.0.0:11434")
             port = host.rpartition(":")[2] or "11434"
-            return (python + ["lab.workloads.ollama", self.host_path(container, "/root/.ollama")],
-                    {"OLLAMA_HOST": "%s:%s" % (self.ip, port),
-                     "LAB_OLLAMA_COLD_LOAD": str(self.lab.settings.get("ollama_cold_load", 1.0))}, self.dir)
+            extra = dict(self.lab.timing_env(), OLLAMA_HOST="%s:%s" % (self.ip, port))
+            if self.lab.settings.get("ollama_cold_load") is not None:  # seconds as given, else the profile's
+                extra["LAB_OLLAMA_COLD_LOAD"] = str(self.lab.settings["ollama_cold_load"])
+            return python + ["lab.workloads.ollama", self.host_path(container, "/root/.ollama")], extra, self.dir
         if family == "paperless-ai":
             data = self.host_path(container, "/app/data")
             if spec.get("command"):

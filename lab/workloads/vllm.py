@@ -1,12 +1,18 @@
 """FAKE vLLM server (image vllm/vllm-openai): takes vLLM's own command line.
 
-Like the real API server it opens its port only once the model is loaded
-(``LAB_LOAD_DELAY`` seconds here), serves exactly the ``--served-model-name``
-names (default: the ``--model`` id), answers others with vLLM's 404 body, and
-splits reasoning into ``reasoning_content`` when started with
-``--reasoning-parser``; a DeepSeek-R1 model without it returns raw text with
-only the closing ``</think>``. ``LAB_FAIL`` makes the load fail instead:
-``oom`` (killed, exit 137) or ``error`` (exit 1 with vLLM's kind of message).
+Like the real API server it opens its port only once the model is loaded,
+serves exactly the ``--served-model-name`` names (default: the ``--model`` id),
+answers others with vLLM's 404 body, and splits reasoning into
+``reasoning_content`` when started with ``--reasoning-parser``; a DeepSeek-R1
+model without it returns raw text with only the closing ``</think>``.
+``LAB_FAIL`` makes the load fail instead: ``oom`` (killed, exit 137) or
+``error`` (exit 1 with vLLM's kind of message).
+
+Its timing is the lab's profile (``LAB_PROFILE``, ``LAB_TIME_SCALE``,
+``LAB_LOAD_SCALE``; lab/timing_profiles.py): the load takes the profile's time
+for the model (the R1 distill's or the ml model's), unless ``LAB_LOAD_DELAY``
+gives the seconds (an explicit delay or the ``slow-model`` fault), and answers
+take the profile's time to first token and decode rate.
 """
 
 import argparse
@@ -15,6 +21,7 @@ import sys
 import time
 
 from lab.fakes.openai_compat import FakeChatServer
+from lab.timing_profiles import Timing
 
 
 def parse(argv):
@@ -32,8 +39,12 @@ def parse(argv):
 def main(argv=None):
     args = parse(sys.argv[1:] if argv is None else argv)
     names = args.served_model_name or [args.model]
-    print("INFO lab fake vLLM: loading %s as %s" % (args.model, names), flush=True)
-    time.sleep(float(os.environ.get("LAB_LOAD_DELAY", "2")))
+    timing = Timing.from_env("vllm")
+    delay = os.environ.get("LAB_LOAD_DELAY")
+    load = float(delay) if delay else timing.load(args.model)
+    print("INFO lab fake vLLM: loading %s as %s (%.1f s, profile %s)" % (args.model, names, load, timing.profile),
+          flush=True)
+    time.sleep(load)
     failure = os.environ.get("LAB_FAIL")
     if failure == "oom":
         print("torch.OutOfMemoryError: CUDA out of memory (lab fault)", flush=True)
@@ -43,7 +54,7 @@ def main(argv=None):
         sys.exit(1)
     raw = not args.reasoning_parser and "deepseek-r1" in args.model.lower()
     server = FakeChatServer((args.host, args.port), "vllm", names, reasoning_parser=args.reasoning_parser,
-                            reasoning_raw=raw)
+                            reasoning_raw=raw, timing=timing)
     print("INFO lab fake vLLM: serving %s on %s:%d" % (names, args.host, args.port), flush=True)
     server.serve_forever()
 

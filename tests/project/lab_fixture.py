@@ -10,8 +10,11 @@ from lab.cluster import Lab
 from lab.gateway_rig import free_port
 
 
-def start_lab(tmp_path, load_delay=0.5, persist=False):
-    lab = Lab(str(tmp_path / "lab"), port=free_port(), load_delay=load_delay, persist=persist).start()
+def start_lab(tmp_path, load_delay=0.5, persist=False, profile="fast", **timing):
+    """A lab whose FAKE model servers answer at once (the ``fast`` timing profile) unless asked otherwise
+    (``profile``, ``time_scale``, ``load_scale``)."""
+    lab = Lab(str(tmp_path / "lab"), port=free_port(), load_delay=load_delay, persist=persist,
+              profile=profile, **timing).start()
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:

@@ -137,8 +137,8 @@ def test_lab_down_leaves_no_process_and_no_port(tmp_path):
     state, port = str(tmp_path / "cli-lab"), free_port()
     env = dict(os.environ, PYTHONPATH=ROOT)
     lab = [sys.executable, "-m", "lab", "--state-dir", state]
-    up = subprocess.run(lab + ["up", "--port", str(port), "--load-delay", "0.2"], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=60)
+    up = subprocess.run(lab + ["up", "--port", str(port), "--profile", "fast", "--load-delay", "0.2"], cwd=ROOT,
+                        env=env, capture_output=True, text=True, timeout=60)
     assert up.returncode == 0, up.stdout + up.stderr
     assert "kubeconfig: %s/kubeconfig" % state in up.stdout
     fake = type("Lab", (), {"port": port})

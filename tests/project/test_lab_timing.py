@@ -19,6 +19,7 @@ import urllib.request
 
 import pytest
 
+from lab_fixture import DEVICE_PLUGIN, call, start_lab, vllm_deployment, wait_for
 from lab.fakes.ollama import FakeOllama
 from lab.fakes.openai_compat import FakeChatServer
 from lab.timing_profiles import PROFILES, Timing, spread
@@ -244,3 +245,31 @@ def test_ollama_answers_its_version_while_a_model_loads_and_nothing_under_a_hang
     ollama.behaviour = "hang"
     with pytest.raises((socket.timeout, TimeoutError)):
         urllib.request.urlopen(ollama.url + "/api/version", timeout=1)
+
+
+# -- the lab hands its timing to the workloads --------------------------------------------------
+
+def test_the_lab_times_its_vllm_load_by_profile_and_model_and_a_slow_model_fault_overrides_it(tmp_path):
+    lab = start_lab(tmp_path, load_delay=None, profile="realistic", load_scale=0.01)
+    try:
+        assert call(lab, "GET", "/lab/status")[1]["timing"] == {"profile": "realistic", "time_scale": 1.0,
+                                                                 "load_scale": 0.01}
+        call(lab, "POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ml"}})
+        call(lab, "POST", "/apis/apps/v1/namespaces/kube-system/daemonsets", DEVICE_PLUGIN)
+        deployment = vllm_deployment(model="vllm-r1")
+        args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        args[args.index("--model") + 1] = "casperhansen/deepseek-r1-distill-qwen-7b-awq"
+        assert call(lab, "POST", "/apis/apps/v1/namespaces/ml/deployments", deployment)[0] == 201
+
+        def vllm_log():
+            items = call(lab, "GET", "/api/v1/namespaces/ml/pods?labelSelector=app=vllm")[1]["items"]
+            return [lab.container_log(pod, "vllm") or "" for pod in items if pod["status"].get("podIP")]
+
+        wait_for(lambda: any("loading" in log for log in vllm_log()))
+        assert "(0.9 s, profile realistic)" in vllm_log()[0], "the R1 load: 90 s x 0.01"
+        call(lab, "POST", "/lab/faults/slow-model", {"model": "vllm-r1", "seconds": 0.3})
+        for pod in call(lab, "GET", "/api/v1/namespaces/ml/pods?labelSelector=app=vllm")[1]["items"]:
+            call(lab, "DELETE", "/api/v1/namespaces/ml/pods/%s" % pod["metadata"]["name"])
+        wait_for(lambda: any("(0.3 s, profile realistic)" in log for log in vllm_log()))
+    finally:
+        lab.stop()
