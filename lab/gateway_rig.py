@@ -22,6 +22,7 @@ from .fakes.ollama import FakeOllama
 from .fakes.openai_compat import FakeChatServer
 from .litellm_proxy import LiteLLMProxy
 from .playbook import ansible_playbook
+from .timing_profiles import Timing
 
 MASTER_KEY = "sk-test-master-0123456789"
 PROVIDER_KEYS = {"openai": "sk-test-openai", "groq": "gsk-test-groq", "gemini": "test-gemini",
@@ -37,12 +38,16 @@ def free_port():
 
 
 class Upstreams:
-    """One FAKE per backend, each on its own loopback port."""
+    """One FAKE per backend, each on its own loopback port. ``profile``: the lab's timing
+    profile for the FAKE vLLM and Ollama (lab/timing_profiles.py); None answers at once."""
 
-    def __init__(self, vllm_models=("vllm-qwen",)):
+    def __init__(self, vllm_models=("vllm-qwen",), profile=None, time_scale=1.0):
         self.vllm_port = free_port()
-        self.vllm = FakeChatServer(("127.0.0.1", self.vllm_port), "vllm", list(vllm_models)).start()
-        self.ollama = FakeOllama(models=["qwen2.5:3b", "llama3.2:1b"]).start()
+        self.timing = {kind: Timing(kind, profile, time_scale=time_scale) for kind in ("vllm", "ollama")} \
+            if profile else {}
+        self.vllm = FakeChatServer(("127.0.0.1", self.vllm_port), "vllm", list(vllm_models),
+                                   **self._timed("vllm")).start()
+        self.ollama = FakeOllama(models=["qwen2.5:3b", "llama3.2:1b"], **self._timed("ollama")).start()
         self.openai = FakeChatServer(flavour="openai", models=["gpt-4o-mini"], api_key=PROVIDER_KEYS["openai"]).start()
         self.groq = FakeChatServer(flavour="groq", models=["llama-3.3-70b-versatile", "mixtral-8x7b-32768"],
                                    api_key=PROVIDER_KEYS["groq"]).start()
@@ -59,12 +64,15 @@ class Upstreams:
     def all(self):
         return [self.vllm, self.ollama, self.openai, self.groq, self.mistral, self.gemini]
 
+    def _timed(self, kind):
+        return {"timing": self.timing[kind]} if kind in self.timing else {}
+
     def restart_vllm(self, **settings):
         """A new vLLM process on the same port (after a stop or a kill)."""
         self.vllm.stop()
         old = self.vllm
         self.vllm = FakeChatServer(("127.0.0.1", self.vllm_port), "vllm", settings.pop("models", old.models),
-                                   **settings).start()
+                                   **dict(self._timed("vllm"), **settings)).start()
         return self.vllm
 
     def chat_hits(self):

@@ -7,11 +7,14 @@ benchmarks/gateway.py.)"""
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
+import yaml
 
-from lab.gateway_rig import Gateway, Upstreams, render_gateway, streamed_text
+from helpers import ROOT
+from lab.gateway_rig import Gateway, Upstreams, parse_sse, render_gateway, streamed_text
 
 PROBE_INTERVAL = 2  # litellm_probe_interval
 PROBE_FAILURES = 2  # litellm_probe_failures
@@ -83,3 +86,32 @@ def test_a_vllm_that_comes_back_serves_within_a_probe_interval(gateway, upstream
     upstreams.restart_vllm()  # the switch back to ml: vLLM serves again
     time.sleep(PROBE_INTERVAL + 1)
     assert answered_by(gateway.chat("vllm-qwen")) == (200, "vllm-qwen"), "no 10 s cooldown in the way"
+
+
+def test_a_long_stream_is_not_cut_while_tokens_flow(tmp_path):
+    """vLLM's timeout set to 2 s and a stream of ~7 s (200 tokens at the realistic profile's
+    single-stream rate, slowed down twice): the timeout is between two chunks, not for the whole answer."""
+    with open(os.path.join(ROOT, "group_vars", "all", "inference_catalog.yml")) as handle:
+        models = yaml.safe_load(handle)["inference_models"]
+    for entry in models:
+        if entry["name"] == "vllm-qwen":
+            entry["timeout"] = 2
+    upstreams = Upstreams(profile="realistic", time_scale=2)
+    gateway = None
+    try:
+        config_dir, env, _ = render_gateway(tmp_path, upstreams, inference_models=models)
+        gateway = Gateway(config_dir, env).start()
+        body = {"model": "vllm-qwen", "messages": [{"role": "user", "content": "tell me a story"}],
+                "stream": True, "max_tokens": 200}
+        status, headers, text, _ = gateway.request("POST", "/v1/chat/completions", body, timeout=120)
+        assert status == 200, text
+        events = parse_sse(text)
+        assert headers["x-litellm-model-group"] == "vllm-qwen"
+        assert events[-1] == "[DONE]", "the stream ran to its end"
+        assert streamed_text(events).strip() == "Hello from the fake model."
+        assert upstreams.vllm.requests[-1]["generated"] == 200, "every token was generated and sent"
+        assert upstreams.chat_hits()["ollama"] == 0
+    finally:
+        if gateway:
+            gateway.stop()
+        upstreams.stop()
