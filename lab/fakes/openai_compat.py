@@ -33,7 +33,8 @@ serving_chat.py, ``chat_completion_full_generator`` and
 
 Faults, set on the server object: ``behaviour`` is one of ``ok``, ``hang``
 (a process that accepts connections and never answers anything: chat, ``/health``
-and ``/v1/models`` alike), ``error`` (HTTP ``error_status``), ``die_mid_stream``
+and ``/v1/models`` alike; requests already in flight stop where they are, as in
+a frozen process), ``error`` (HTTP ``error_status``), ``die_mid_stream``
 (one chunk, then the connection drops), ``rate_limited`` (429). ``latency``
 delays every chat answer further.
 """
@@ -103,6 +104,8 @@ class ChatHandler(FakeHandler):
             return self.hang()
         if server.latency:
             time.sleep(server.latency)
+            if server.behaviour == "hang":  # froze while this request waited
+                return self.hang()
         if model not in server.models:
             return self.send_body(404, server.not_found_body(model))
         if behaviour == "error":
@@ -115,7 +118,10 @@ class ChatHandler(FakeHandler):
         with server.generating():
             slots = self.generate(body, record)
             for _ in self.tokens(slots, record):
-                pass
+                if server.behaviour == "hang":
+                    return self.hang()
+        if server.behaviour == "hang":
+            return self.hang()
         return self.send_body(200, self.completion(model, record))
 
     def message(self):
@@ -173,6 +179,8 @@ class ChatHandler(FakeHandler):
         with self.server.generating():
             slots = self.generate(body, record)
             for index, slot in enumerate(self.tokens(slots, record)):
+                if self.server.behaviour == "hang":
+                    return self.hang()
                 if index == 0:
                     self.send_chunk(chunk({"role": "assistant", "content": ""}))
                 for delta in slot or [{"content": ""}]:

@@ -273,3 +273,40 @@ def test_the_lab_times_its_vllm_load_by_profile_and_model_and_a_slow_model_fault
         wait_for(lambda: any("(0.3 s, profile realistic)" in log for log in vllm_log()))
     finally:
         lab.stop()
+
+
+def test_a_hang_freezes_the_requests_already_in_flight():
+    """A frozen process answers nothing more, also not the request it was generating."""
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from lab.fakes.openai_compat import FakeChatServer
+
+    server = FakeChatServer(("127.0.0.1", 0), "vllm", ["vllm-qwen"]).start()
+    server.latency = 0.5
+    outcome = {}
+
+    def ask():
+        request = urllib.request.Request(server.url + "/v1/chat/completions", method="POST",
+                                         data=b'{"model": "vllm-qwen", "messages": []}',
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                outcome["status"] = response.status
+        except (urllib.error.URLError, OSError) as err:
+            outcome["error"] = type(err).__name__
+
+    try:
+        thread = threading.Thread(target=ask)
+        thread.start()
+        while not server.requests:
+            threading.Event().wait(0.01)
+        server.behaviour = "hang"
+        thread.join(2)
+        assert thread.is_alive(), "the request in flight was answered by a hung server"
+        server.release.set()  # let it go: the connection drops without an answer
+        thread.join(10)
+        assert "status" not in outcome
+    finally:
+        server.stop()
