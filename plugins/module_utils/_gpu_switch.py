@@ -267,7 +267,8 @@ class GpuModeSwitch:
             except ServiceForbidden as err:
                 raise SwitchFailed(str(err), {})
             except ServiceError as err:
-                problem = str(err)
+                # A read timeout is a slow answer (a cold load), not an unreachable API server.
+                problem = "no answer in time (the request timed out)" if "timed out" in str(err) else str(err)
             # Right after a switch LiteLLM may still skip a tier it found down (its
             # cooldown): keep asking until the time is up.
             if self.clock() >= deadline:

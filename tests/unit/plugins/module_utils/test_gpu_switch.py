@@ -225,7 +225,7 @@ def test_a_warm_up_that_times_out_says_so(rig):
         switch(rig, "r1", warm_timeout=200).run(check_mode=False)
     assert str(failed.value) == (
         "switch to r1 not started: LiteLLM did not serve ollama-qwen from its own tier ollama-qwen within 200s "
-        "(warm_timeout): cannot reach service ml/litellm:4000: timed out; vLLM still serves vllm-qwen (ml), "
+        "(warm_timeout): no answer in time (the request timed out); vLLM still serves vllm-qwen (ml), "
         "nothing changed")
     assert not any(e[0] == "patch" for e in rig["events"])
 
