@@ -9,6 +9,7 @@ delayed ACKs, which would falsify every latency measured through a fake.
 from __future__ import annotations
 
 import json
+import select
 import socket
 import sys
 import threading
@@ -77,6 +78,14 @@ class FakeHandler(BaseHTTPRequestHandler):
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
 
+    def client_gone(self):
+        """True once the client has closed its end (a pipelined next request is not a hang-up)."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):
+            return True
+
     def hang(self):
         """A process that accepts connections and never answers: wait until released, then drop."""
         self.server.release.wait()
@@ -91,11 +100,26 @@ class FakeHandler(BaseHTTPRequestHandler):
             pass
 
 
-def sleep_until(deadline):
-    """Sleep to a time.monotonic() deadline (no drift when called once per token)."""
-    remaining = deadline - time.monotonic()
-    if remaining > 0:
-        time.sleep(remaining)
+class ClientGone(ConnectionAbortedError):
+    """The client hung up while its answer was generated: the generation stops.
+
+    Real servers abort the request: vLLM v0.11.0 cancels the handler when the client
+    disconnects (vllm/entrypoints/utils.py, ``with_cancellation``); Ollama v0.13.5 ends
+    the completion when the request's context is done (server/routes.go passes
+    ``c.Request.Context()`` to the runner). A timed-out gateway request therefore frees
+    the server instead of queueing the next one behind an answer nobody reads."""
+
+
+def sleep_until(deadline, gone=None):
+    """Sleep to a time.monotonic() deadline (no drift when called once per token); with ``gone``
+    (a callable), raise ClientGone as soon as it says the client has hung up."""
+    while True:
+        remaining = deadline - time.monotonic()
+        if gone is not None and gone():
+            raise ClientGone("the client hung up")
+        if remaining <= 0:
+            return
+        time.sleep(min(remaining, 0.1) if gone is not None else remaining)
 
 
 class FakeServer(ThreadingHTTPServer):

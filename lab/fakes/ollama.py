@@ -212,7 +212,7 @@ class OllamaHandler(FakeHandler):
             stream = body.get("stream", True)
             with server.generation(runner, name, prompt, options.get("num_predict"), len(ANSWER.split())) as run:
                 slots = spread([w + " " for w in ANSWER.split()], run["tokens"])
-                for index, slot in enumerate(server.tokens(run, slots)):
+                for index, slot in enumerate(server.tokens(run, slots, self.client_gone)):
                     if stream:
                         if index == 0:
                             self.start_chunks("application/x-ndjson")
@@ -254,7 +254,7 @@ class OllamaHandler(FakeHandler):
             with server.generation(runner, name, message_text(body.get("messages")), limit,
                                    len(ANSWER.split())) as run:
                 slots = spread([w + " " for w in ANSWER.split()], run["tokens"])
-                for index, slot in enumerate(server.tokens(run, slots)):
+                for index, slot in enumerate(server.tokens(run, slots, self.client_gone)):
                     if stream:
                         if index == 0:
                             self.start_chunks("text/event-stream")
@@ -455,13 +455,14 @@ class FakeOllama(FakeServer):
                   "prompt_tokens": min(estimate_tokens(prompt), self.context_length)}
         return _Generation(self, runner, record)
 
-    def tokens(self, record, slots):
-        """Yield each token's text pieces when it is generated: the first after the prompt's evaluation."""
+    def tokens(self, record, slots, gone=None):
+        """Yield each token's text pieces when it is generated: the first after the prompt's evaluation;
+        stop (ClientGone) when ``gone`` says the client hung up."""
         began = due = time.monotonic()
         for index, slot in enumerate(slots):
             if self.timing:
                 due += self.timing.ttft(record["prompt_tokens"]) if index == 0 else self.timing.token_interval()
-                sleep_until(due)
+                sleep_until(due, gone)
             if index == 0:
                 record["prompt_seconds"] = time.monotonic() - began
             record["generated"] = index + 1

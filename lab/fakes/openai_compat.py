@@ -155,7 +155,7 @@ class ChatHandler(FakeHandler):
             if timing:
                 streams = self.server.streams
                 due += timing.ttft(record["prompt_tokens"], streams) if index == 0 else timing.token_interval(streams)
-                sleep_until(due)
+                sleep_until(due, self.client_gone)
             record["generated"] = index + 1
             yield slot
 

@@ -310,3 +310,55 @@ def test_a_hang_freezes_the_requests_already_in_flight():
         assert "status" not in outcome
     finally:
         server.stop()
+
+
+def _give_up(url, body, seconds):
+    """A client that sends ``body`` and hangs up after ``seconds`` (a gateway's timeout)."""
+    import json as _json
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, method="POST", data=_json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        urllib.request.urlopen(request, timeout=seconds).read()
+    except (urllib.error.URLError, OSError):
+        pass
+
+
+def _wait_for(condition, limit=10):
+    import time as _time
+
+    deadline = _time.monotonic() + limit
+    while not condition():
+        assert _time.monotonic() < deadline, "the server kept generating for a client that hung up"
+        _time.sleep(0.05)
+
+
+def test_a_client_that_hangs_up_stops_its_generation_on_vllm():
+    from lab.fakes.openai_compat import FakeChatServer
+    from lab.timing_profiles import Timing
+
+    # Time to first token ~60 s: a 2,000-token prompt's prefill, slowed down forty-fold.
+    server = FakeChatServer(("127.0.0.1", 0), "vllm", ["vllm-qwen"],
+                            timing=Timing("vllm", "realistic", time_scale=40)).start()
+    try:
+        _give_up(server.url + "/v1/chat/completions",
+                 {"model": "vllm-qwen", "messages": [{"role": "user", "content": "x" * 8000}]}, 0.5)
+        _wait_for(lambda: server.streams == 0)
+    finally:
+        server.stop()
+
+
+def test_a_client_that_hangs_up_frees_ollama_for_the_next_request():
+    from lab.fakes.ollama import FakeOllama
+    from lab.timing_profiles import Timing
+
+    server = FakeOllama(models=["qwen2.5:3b"], timing=Timing("ollama", "realistic", load_scale=0)).start()
+    try:
+        # ~84 s of prompt evaluation at the profile's CPU rate; the client gives up after 0.5 s.
+        _give_up(server.url + "/v1/chat/completions",
+                 {"model": "qwen2.5:3b", "messages": [{"role": "user", "content": "x" * 8000}]}, 0.5)
+        _wait_for(lambda: server.generations and "finished" in server.generations[-1])
+    finally:
+        server.stop()
