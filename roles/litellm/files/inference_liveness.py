@@ -19,7 +19,8 @@ is declared dead:
 - requests already waiting on it are aborted with a timeout error, which
   LiteLLM answers with the next tier (``WatchedTransport``).
 
-The first good probe brings it back. Requests themselves get a short connect
+A dead backend is probed every half second, and the first good probe
+brings it back. Requests themselves get a short connect
 timeout and, for reading, only a generous backstop: a slow answer is never
 cut while the server is alive.
 """
@@ -75,10 +76,10 @@ class Backend:
 class Watchdog:
     """Probes every backend in the background of the proxy's event loop."""
 
-    def __init__(self, backends, interval=2.0, timeout=2.0, failures=2, retry_interval=0.25):
+    def __init__(self, backends, interval=2.0, timeout=2.0, failures=2, retry_interval=0.25, dead_interval=0.5):
         self.backends = list(backends)
         self.interval, self.timeout, self.failures = float(interval), float(timeout), int(failures)
-        self.retry_interval = float(retry_interval)
+        self.retry_interval, self.dead_interval = float(retry_interval), float(dead_interval)
         self.tasks = []
 
     @classmethod
@@ -115,7 +116,10 @@ class Watchdog:
                         LOG.warning("%s at %s failed %d health probes in a row (%s): skipping it and failing "
                                     "over the requests waiting on it", backend.name, backend.api_base,
                                     self.failures, problem)
-                await asyncio.sleep(self.retry_interval if problem and backend.alive else self.interval)
+                # A failing backend is asked again soon: to confirm a death, or to see it come back (a
+                # switch back to ml) within half a second rather than a whole interval.
+                await asyncio.sleep(self.retry_interval if problem and backend.alive
+                                    else min(self.interval, self.dead_interval) if problem else self.interval)
 
     @staticmethod
     async def probe(client, backend):
