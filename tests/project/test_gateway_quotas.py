@@ -162,18 +162,21 @@ def test_two_replicas_share_one_quota_through_redis(tmp_path, upstreams, redis):
         second.stop()
 
 
-def test_two_replicas_share_cooldowns_through_redis(tmp_path, upstreams, redis):
-    """A tier that one replica found dead is skipped by the other too."""
+def test_two_replicas_each_skip_a_hung_vllm_through_their_own_probes(tmp_path, upstreams, redis):
+    """Replicas do not share vLLM's state: each probes it. Once both found it hung, neither sends it a request."""
     first = start_gateway(tmp_path / "a", upstreams, redis=redis)
     second = Gateway(first.proxy.config_dir, first.proxy.env).start()
     try:
         upstreams.vllm.reset(behaviour="hang")
-        status, answer, _, _ = first.chat("vllm-qwen")
-        assert status == 200 and answer["choices"][0]["message"]["content"] == "Hello from the fake Ollama model."
-        assert upstreams.vllm.hits.get("chat") == 1
-        status, answer, _, _ = second.chat("vllm-qwen")
-        assert status == 200 and answer["choices"][0]["message"]["content"] == "Hello from the fake Ollama model."
-        assert upstreams.vllm.hits.get("chat") == 1, "the second replica must not try the hanging tier again"
+        for replica in (first, second):
+            status, answer, _, _ = replica.chat("vllm-qwen", timeout=30)
+            assert status == 200 and answer["choices"][0]["message"]["content"] == "Hello from the fake Ollama model."
+        asked = upstreams.vllm.hits.get("chat", 0)
+        for replica in (first, second):
+            assert "failed 2 health probes in a row" in replica.proxy.log_tail(400)
+            status, answer, _, _ = replica.chat("vllm-qwen")
+            assert status == 200 and answer["choices"][0]["message"]["content"] == "Hello from the fake Ollama model."
+        assert upstreams.vllm.hits.get("chat", 0) == asked, "a replica tried the hung vLLM again"
     finally:
         upstreams.vllm.reset()
         first.stop()
