@@ -191,7 +191,8 @@ def run(module, endpoint, now=None):
         if module.check_mode and status in (404, 503):
             # Check mode on a fresh cluster: Ollama is not there yet, so everything would be pulled (and loaded).
             todo = _ollama.plan(params["name"], [], pull_state)
-            module.warn("Ollama is not running yet (%s); reporting every model as to be pulled" % message)
+            module.warn("Ollama is not running yet (%s); reporting every model as to be pulled%s"
+                        % (message, " and loaded" if loading else ""))
             result = dict(changed=bool(todo), models=[], pulled=todo if pull_state == "present" else [], removed=[],
                           loaded=_ollama.load_plan(params["name"], {}, None, None) if loading else [])
             if loading:
