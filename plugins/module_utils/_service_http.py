@@ -19,8 +19,9 @@ try:
     from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import get_api_client
     from kubernetes.client.exceptions import ApiException
     from urllib3.exceptions import HTTPError as Urllib3Error
+    from urllib3.exceptions import ReadTimeoutError
 except ImportError:  # reported by the module through AnsibleK8SModule's requires()
-    ApiException = Urllib3Error = None
+    ApiException = Urllib3Error = ReadTimeoutError = None
 
 
 class ServiceError(Exception):
@@ -91,7 +92,10 @@ class ServiceEndpoint:
         except HTTPError as err:
             return err.code, to_text(err.read()), _lower(err.headers)
         except (URLError, OSError) as err:
-            raise ServiceError("cannot reach %s: %s" % (self.label, to_native(getattr(err, "reason", err))))
+            reason = getattr(err, "reason", err)
+            if isinstance(reason, TimeoutError):  # socket.timeout: connected, then no answer in time
+                raise ServiceError(_no_answer(self.label, timeout))
+            raise ServiceError("cannot reach %s: %s" % (self.label, to_native(reason)))
 
     def _proxied(self, method, path, data, timeout, headers, follow_redirects=True):
         if self._api is None:
@@ -125,9 +129,15 @@ class ServiceEndpoint:
             return response.status, to_text(response.data), _lower(response.headers)
         except ApiException as err:
             return err.status, to_text(err.body or err.reason), _lower(err.headers)
+        except ReadTimeoutError:  # the API server and the proxy answered nothing in time: the service is slow
+            raise ServiceError(_no_answer(self.label, timeout) + " (through the Kubernetes API's service proxy)")
         except Urllib3Error as err:
             raise ServiceError("cannot reach the Kubernetes API for %s: %s; check kubeconfig, context and host"
                                % (self.label, to_native(err)))
+
+
+def _no_answer(label, timeout):
+    return "%s did not answer within %ss" % (label, timeout)
 
 
 def _refused_by_api(text):
