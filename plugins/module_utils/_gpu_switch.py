@@ -268,7 +268,7 @@ class GpuModeSwitch:
                 raise SwitchFailed(str(err), {})
             except ServiceError as err:
                 # A read timeout is a slow answer (a cold load), not an unreachable API server.
-                problem = "no answer in time (the request timed out)" if "timed out" in str(err) else str(err)
+                problem = "no answer in time (the request timed out)" if err.timed_out else str(err)
             # Right after a switch LiteLLM may still skip a tier it found down (its
             # cooldown): keep asking until the time is up.
             if self.clock() >= deadline:

@@ -27,9 +27,10 @@ except ImportError:  # reported by the module through AnsibleK8SModule's require
 class ServiceError(Exception):
     """A request that got no usable answer; the message is one line for the user."""
 
-    def __init__(self, message, status=None):
+    def __init__(self, message, status=None, timed_out=False):
         super().__init__(message)
         self.status = status
+        self.timed_out = timed_out  # connected, then no answer within the timeout: slow, not unreachable
 
 
 class ServiceForbidden(ServiceError):
@@ -94,7 +95,7 @@ class ServiceEndpoint:
         except (URLError, OSError) as err:
             reason = getattr(err, "reason", err)
             if isinstance(reason, TimeoutError):  # socket.timeout: connected, then no answer in time
-                raise ServiceError(_no_answer(self.label, timeout))
+                raise ServiceError(_no_answer(self.label, timeout), timed_out=True)
             raise ServiceError("cannot reach %s: %s" % (self.label, to_native(reason)))
 
     def _proxied(self, method, path, data, timeout, headers, follow_redirects=True):
@@ -130,7 +131,8 @@ class ServiceEndpoint:
         except ApiException as err:
             return err.status, to_text(err.body or err.reason), _lower(err.headers)
         except ReadTimeoutError:  # the API server and the proxy answered nothing in time: the service is slow
-            raise ServiceError(_no_answer(self.label, timeout) + " (through the Kubernetes API's service proxy)")
+            raise ServiceError(_no_answer(self.label, timeout) + " (through the Kubernetes API's service proxy)",
+                               timed_out=True)
         except Urllib3Error as err:
             raise ServiceError("cannot reach the Kubernetes API for %s: %s; check kubeconfig, context and host"
                                % (self.label, to_native(err)))

@@ -252,7 +252,7 @@ def load(module, endpoint, name, result):
     try:
         status, text = endpoint.request("POST", "/api/generate", body, timeout=params["load_timeout"])
     except ServiceError as err:
-        if "timed out" in str(err):
+        if err.timed_out:
             module.fail_json(msg="loading %s on %s did not finish within %ss (load_timeout); a cold load on a CPU "
                                  "takes minutes: raise load_timeout" % (name, endpoint.label, params["load_timeout"]),
                              **result)

@@ -132,7 +132,7 @@ class StubLitellm:
         group, seconds = answers.pop(0) if len(answers) > 1 else answers[0]
         if group is None or seconds > timeout:
             self.clock.sleep(timeout)
-            raise ServiceError("cannot reach service ml/litellm:4000: timed out")
+            raise ServiceError("service ml/litellm:4000 did not answer within %ss" % timeout, timed_out=True)
         self.clock.sleep(seconds)
         return 200, json.dumps({"choices": []}), {"x-litellm-model-group": group}
 
