@@ -302,7 +302,7 @@ def paperless(health, configured, namespace, name, timeout):
         return row(check, WARN, "/health answered 200, which Paperless-AI v3.0.9 answers configured or not",
                    "set paperless_ai_access_key (its API_KEY) so verify.yml can tell whether its settings work")
     if configured.get("failed") or "status" not in configured:
-        if "timed out" in str(configured.get("msg", "")).lower():
+        if configured.get("timed_out"):
             return row(check, FAIL, "no answer within %s s: it is still checking its settings (it retries them for "
                                     "up to 5 minutes after a start)" % timeout, "run verify.yml again later, or " + look)
         return row(check, FAIL, "no answer: %s" % _error(configured), look)

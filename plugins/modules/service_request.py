@@ -139,6 +139,11 @@ elapsed:
   returned: success
   type: float
   sample: 0.21
+timed_out:
+  description: The service was reached but did not answer within O(timeout) (slow, not unreachable).
+  returned: failure
+  type: bool
+  sample: true
 """
 
 import copy
@@ -196,7 +201,7 @@ def main():
     try:
         module.exit_json(**run(module, endpoint))
     except ServiceError as err:
-        module.fail_json(msg=str(err))
+        module.fail_json(msg=str(err), timed_out=err.timed_out)
 
 
 if __name__ == "__main__":
