@@ -24,7 +24,7 @@ pytest: system-deps
 molecule: system-deps
 	molecule test -s lab
 	./scripts/build-debian-image.sh
-	mkdir -p $(HOME)/.cache/homelab-inference/apt-debian12
+	mkdir -p $(addprefix $(HOME)/.cache/homelab-inference/,apt-debian12 apt-debian12-cuda ccache-debian12)
 	molecule test -s gpu_worker
 
 system-deps:
