@@ -326,8 +326,8 @@ def realistic_verdicts(ours, probe_bound_s):
             ours["failover_hanging"]["in_flight_answered_by"] == "ollama-qwen" and
             ours["failover_hanging"]["in_flight_answered_after_hang_s"]
             <= probe_bound_s + refusing["cpu_tier_asked_directly"]["max_s"] + 1,
-        "vllm_answers_within_1s_after_switch_back":
-            (ours["switch_back_to_ml"]["vllm_answers_again_after_s"] or 1e9) <= 1,
+        "vllm_answers_requests_sent_1s_after_switch_back":
+            (ours["switch_back_to_ml"]["first_request_vllm_answered_sent_after_s"] or 1e9) <= 1,
     }
 
 

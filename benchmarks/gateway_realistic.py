@@ -121,8 +121,9 @@ def hanging(port, key, upstreams, steady):
             "steady_answered_by": sorted({g for _, _, g in rest})}
 
 
-def switch_back(port, key, upstreams, restart, watch_seconds=15):
-    """vLLM stopped, then back: who answers each request (one every 0.5 s) and when vLLM answers again."""
+def switch_back(port, key, upstreams, restart, watch_seconds=6, every=0.25):
+    """vLLM stopped, then back: a request sent every ``every`` s from the moment it is back (each on its own
+    connection, not waiting for the one before); who answered each, and the first one vLLM answered."""
     upstreams.vllm.stop()
     for _ in range(3):
         ask(port, key, CHAT_REQUEST)
@@ -130,15 +131,26 @@ def switch_back(port, key, upstreams, restart, watch_seconds=15):
     restart()
     back_at = time.perf_counter()
     answers = []
-    while time.perf_counter() - back_at < watch_seconds:
+    lock = threading.Lock()
+
+    def one(sent_at):
         status, seconds, group = ask(port, key, CHAT_REQUEST)
-        answers.append({"at_s": round(time.perf_counter() - back_at, 2), "status": status, "answered_by": group})
-        if group == "vllm-qwen":
-            break
-        time.sleep(0.5)
-    first_vllm = next((a["at_s"] for a in answers if a["answered_by"] == "vllm-qwen"), None)
-    return {"answers": answers, "vllm_answers_again_after_s": first_vllm,
-            "first_answer_after_switch_by": answers[0]["answered_by"] if answers else None}
+        with lock:
+            answers.append({"sent_at_s": round(sent_at, 2), "status": status, "answered_by": group})
+
+    threads = []
+    while time.perf_counter() - back_at < watch_seconds:
+        thread = threading.Thread(target=one, args=(time.perf_counter() - back_at,))
+        thread.start()
+        threads.append(thread)
+        time.sleep(every)
+    for thread in threads:
+        thread.join()
+    answers.sort(key=lambda answer: answer["sent_at_s"])
+    first_vllm = next((a["sent_at_s"] for a in answers if a["answered_by"] == "vllm-qwen"), None)
+    return {"answers": answers, "first_request_vllm_answered_sent_after_s": first_vllm,
+            "first_answer_after_switch_by": answers[0]["answered_by"] if answers else None,
+            "answered_by_cpu_tier_after_switch": len([a for a in answers if a["answered_by"] == "ollama-qwen"])}
 
 
 def measure(name, port, key, upstreams, restart, args, log):
