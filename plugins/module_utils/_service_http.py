@@ -130,10 +130,11 @@ class ServiceEndpoint:
             return response.status, to_text(response.data), _lower(response.headers)
         except ApiException as err:
             return err.status, to_text(err.body or err.reason), _lower(err.headers)
-        except ReadTimeoutError:  # the API server and the proxy answered nothing in time: the service is slow
-            raise ServiceError(_no_answer(self.label, timeout) + " (through the Kubernetes API's service proxy)",
-                               timed_out=True)
         except Urllib3Error as err:
+            # The kubernetes client wraps a read timeout in MaxRetryError: the service is slow, not unreachable.
+            if isinstance(err, ReadTimeoutError) or isinstance(getattr(err, "reason", None), ReadTimeoutError):
+                raise ServiceError(_no_answer(self.label, timeout) + " (through the Kubernetes API's service proxy)",
+                                   timed_out=True)
             raise ServiceError("cannot reach the Kubernetes API for %s: %s; check kubeconfig, context and host"
                                % (self.label, to_native(err)))
 

@@ -11,18 +11,27 @@ urllib3 = pytest.importorskip("urllib3")
 
 
 class SlowProxyApi:
-    """The kubernetes client's low-level API when the proxied service answers too late."""
+    """The kubernetes client's low-level API when the proxied service answers too late: urllib3's
+    ReadTimeoutError, bare or wrapped in MaxRetryError as the client's pool raises it."""
+
+    def __init__(self, wrapped):
+        self.wrapped = wrapped
 
     def param_serialize(self, method, resource, **kwargs):
         return (method, resource)
 
     def call_api(self, *args, **kwargs):
-        raise urllib3.exceptions.ReadTimeoutError(None, "/api/v1/...", "Read timed out. (read timeout=3)")
+        timeout = urllib3.exceptions.ReadTimeoutError(None, "/api/v1/...", "Read timed out. (read timeout=3)")
+        if self.wrapped:
+            raise urllib3.exceptions.MaxRetryError(None, "/api/v1/namespaces/ml/services/litellm:4000/proxy/",
+                                                   reason=timeout)
+        raise timeout
 
 
-def test_a_read_timeout_through_the_proxy_says_the_service_was_slow_not_unreachable():
+@pytest.mark.parametrize("wrapped", [False, True], ids=["bare", "in-max-retry-error"])
+def test_a_read_timeout_through_the_proxy_says_the_service_was_slow_not_unreachable(wrapped):
     endpoint = ServiceEndpoint(None, "ml", "litellm", 4000)
-    endpoint._api = SlowProxyApi()
+    endpoint._api = SlowProxyApi(wrapped)
     with pytest.raises(ServiceError) as raised:
         endpoint.exchange("POST", "/v1/chat/completions", {"model": "ollama-qwen"}, timeout=3)
     message = str(raised.value)
