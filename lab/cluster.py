@@ -17,7 +17,7 @@ import time
 
 import yaml
 
-from . import timing_profiles
+from . import address_slot, timing_profiles
 from .api.server import ApiHttpServer, ApiServer
 from .api.store import Store, now_rfc3339
 from .controllers import Controllers
@@ -75,10 +75,15 @@ class Lab:
         # on the nvidia_driver role's default branch (`python -m lab fault gpu-driver` changes it).
         self.gpu = dict(GPU)
         self.store = Store(os.path.join(self.state_dir, "api") if persist else None)
-        self.network = Network(self.store, self.state_dir, lab_index=port)
-        self.api = ApiServer(self.store, services=self.network)
-        self.api.logs = self.container_log
-        self.http = ApiHttpServer(("127.0.0.1", port), self.api, self.admin)
+        self.slot, self.slot_claim = address_slot.claim(self.state_dir, port % address_slot.SLOTS)
+        try:
+            self.network = Network(self.store, self.state_dir, slot=self.slot)
+            self.api = ApiServer(self.store, services=self.network)
+            self.api.logs = self.container_log
+            self.http = ApiHttpServer(("127.0.0.1", port), self.api, self.admin)
+        except BaseException:
+            self.slot_claim.close()
+            raise
         self.controllers = Controllers(self)
         self.pids = Pids(os.path.join(self.state_dir, "pids"))
         self.workers = {}
@@ -137,6 +142,7 @@ class Lab:
         self.http.shutdown()
         self.http.server_close()
         self.store.save()
+        self.slot_claim.close()
 
     def write_kubeconfig(self):
         config = {"apiVersion": "v1", "kind": "Config", "current-context": "lab", "preferences": {},

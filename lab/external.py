@@ -110,7 +110,7 @@ for _provider in CLOUD:
 class External:
     def __init__(self, lab):
         self.lab = lab
-        self.net = "127.%d" % (200 + lab.port % 50)
+        self.net = "127.%d" % (200 + lab.slot)
         self.servers = {}
         self.names = {}
 

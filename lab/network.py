@@ -2,8 +2,8 @@
 
 - Each pod gets its own address in 127.(100+n).0.0/16 and its processes bind
   there on their real container ports; each Service gets a cluster IP in
-  127.(150+n).0.0/16 and keeps its real port (n = the API port modulo 50, so
-  two labs on one machine do not share addresses).
+  127.(150+n).0.0/16 and keeps its real port (n = the lab's address slot,
+  lab/address_slot.py, so two labs on one machine never share addresses).
 - kube-proxy: a TCP listener per Service port forwards to a ready endpoint; with
   no ready endpoint the listener is closed, so clients get "connection refused",
   as kube-proxy's REJECT rule gives them.
@@ -60,10 +60,10 @@ def target_port(service_port, pod):
 
 
 class Network:
-    def __init__(self, store, state_dir, lab_index=0):
+    def __init__(self, store, state_dir, slot=0):
         self.store = store
-        self.pod_net = "127.%d" % (100 + lab_index % 50)
-        self.service_net = "127.%d" % (150 + lab_index % 50)
+        self.pod_net = "127.%d" % (100 + slot)
+        self.service_net = "127.%d" % (150 + slot)
         self.dns_file = os.path.join(state_dir, "dns.json")
         self.external_names = {}     # outside services' names (lab/external.py), shadowed by a Service
         self.lock = threading.RLock()
