@@ -1,6 +1,7 @@
 # `make demo`:   the main job on the local lab: converge site.yml, switch GPU modes, chat.
-# `make test`:   everything CI runs. Both install what they need (a venv cached
-#                outside the checkout, keyed by the pinned requirements).
+# `make test`:   everything CI runs, its stages in parallel lanes (scripts/test-stages.sh;
+#                logs in tests/output/make-test). Both install what they need (a venv
+#                cached outside the checkout, keyed by the pinned requirements).
 # `make render`: what site.yml would apply, written to ./render (no cluster needed).
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -8,9 +9,10 @@ VENV := $(shell ./scripts/venv.sh)
 export PATH := $(VENV)/bin:$(PATH)
 RENDER_DIR ?= render
 
-.PHONY: demo test lint sanity pytest molecule render docs system-deps lab-up lab-down lab-status
+.PHONY: demo test lint sanity pytest molecule molecule-lab molecule-gpu-worker render docs system-deps lab-up lab-down lab-status
 
-test: lint sanity pytest molecule
+test:
+	./scripts/test-stages.sh
 
 lint:
 	ansible-lint --profile production
@@ -19,10 +21,14 @@ sanity:
 	./scripts/sanity.sh
 
 pytest: system-deps
-	pytest -q -n auto --dist loadfile tests/unit tests/project
+	pytest -q -n auto --dist loadfile -m "not real_vllm" tests/unit tests/project
 
-molecule: system-deps
+molecule: molecule-lab molecule-gpu-worker
+
+molecule-lab: system-deps
 	molecule test -s lab
+
+molecule-gpu-worker: system-deps
 	./scripts/build-debian-image.sh
 	mkdir -p $(addprefix $(HOME)/.cache/homelab-inference/,apt-debian12 apt-debian12-cuda ccache-debian12)
 	molecule test -s gpu_worker

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# `make test`: every stage CI runs, in three lanes at once. The lab stages spend
+# most of their time waiting on the lab's timed model servers and on Podman, so
+# they overlap well with pytest on a 2-core machine. Labs running at once get
+# their own addresses (lab/address_slot.py) and ports.
+# Each stage's output goes to $TEST_LOG_DIR/<stage>.log; a failed stage's log is
+# printed in full, and the run fails once every lane has stopped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+logs=${TEST_LOG_DIR:-tests/output/make-test}
+rm -rf "$logs"
+mkdir -p "$logs"
+trap 'trap - INT TERM; kill 0' INT TERM
+
+make --no-print-directory system-deps
+
+lane() {  # the stages in order; a failure stops the lane
+  local stage began status
+  for stage in "$@"; do
+    began=$(date +%s)
+    if make --no-print-directory "$stage" >"$logs/$stage.log" 2>&1; then status=passed; else status=FAILED; fi
+    printf '%-20s %-7s %5d s\n' "$stage" "$status" $(($(date +%s) - began)) | tee -a "$logs/summary"
+    [ "$status" = passed ] || return 1
+  done
+}
+
+began=$(date +%s)
+pids=()
+lane pytest & pids+=($!)
+lane molecule-lab & pids+=($!)
+lane lint sanity molecule-gpu-worker & pids+=($!)
+failed=0
+for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+
+for log in "$logs"/*.log; do
+  stage=$(basename "$log" .log)
+  if grep -q "^$stage  *FAILED" "$logs/summary"; then
+    printf '\n===== %s FAILED: %s =====\n' "$stage" "$log"
+    cat "$log"
+  else
+    printf '\n===== %s: last lines of %s =====\n' "$stage" "$log"
+    tail -n 3 "$log"
+  fi
+done
+printf '\nmake test: %s in %d s (stage times above, logs in %s)\n' \
+  "$([ $failed = 0 ] && echo passed || echo FAILED)" $(($(date +%s) - began)) "$logs"
+exit $failed
