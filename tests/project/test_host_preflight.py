@@ -14,9 +14,10 @@ PLAYBOOK = "tests/project/playbooks/host_preflight.yml"
 DEBIAN_12 = ["-e", "ansible_distribution=Debian", "-e", "ansible_distribution_major_version=12"]
 UBUNTU_2204 = ["-e", "ansible_distribution=Ubuntu", "-e", "ansible_distribution_version=22.04"]
 K3S_JOIN = ["-e", "k3s_agent_server_url=https://k3s:6443", "-e", "k3s_agent_token=x"]
-VLLM = "docker.io/vllm/vllm-openai:v0.11.0"
-# vLLM docker/Dockerfile at v0.11.0: ARG CUDA_VERSION=12.8.1; CUDA 12.8 GA needs 570.26 (release notes, Table 3).
-TOO_OLD = "cannot run %s (CUDA 12.8.1 needs driver 570.26 or later; CUDA forward compatibility does not work on " \
+VLLM = "docker.io/vllm/vllm-openai:v0.32.0"
+# vLLM v0.32.0 is built on CUDA 13.0 (13.0.3; see VLLM_TAG_CUDA in plugins/module_utils/_cuda_driver.py for the
+# evidence); CUDA 13.0 GA needs 580.65.06 (release notes, Table 3).
+TOO_OLD = "cannot run %s (CUDA 13.0.3 needs driver 580.65.06 or later; CUDA forward compatibility does not work on " \
           "GeForce cards); " % VLLM
 
 CASES = {
@@ -44,11 +45,15 @@ CASES = {
         "nvidia_driver_branch: 565 " + TOO_OLD + "use nvidia_driver_source: cuda with branch 580"),
     "an Ubuntu branch too old for the vLLM image": (
         "nvidia_driver", UBUNTU_2204 + ["-e", "nvidia_driver_branch=535"],
-        "nvidia_driver_branch: 535 " + TOO_OLD + "use branch 580 or 570 from the distribution"),
+        "nvidia_driver_branch: 535 " + TOO_OLD + "use branch 580 from the distribution"),
+    # 570 ran v0.11.0's CUDA 12.8; CUDA 13.0 needs the 580 branch.
+    "an Ubuntu 570 branch too old for CUDA 13.0": (
+        "nvidia_driver", UBUNTU_2204 + ["-e", "nvidia_driver_branch=570"],
+        "nvidia_driver_branch: 570 " + TOO_OLD + "use branch 580 from the distribution"),
     "a vLLM image whose CUDA is not recorded": (
         "nvidia_driver", DEBIAN_12 + ["-e", "nvidia_driver_vllm_image=docker.io/vllm/vllm-openai:v0.99.0"],
         "nvidia_driver_vllm_image: no CUDA version recorded for docker.io/vllm/vllm-openai:v0.99.0 (known tags: "
-        "v0.11.0); add the tag's ARG CUDA_VERSION"),
+        "v0.11.0, v0.32.0); add the tag's ARG CUDA_VERSION"),
     "missing token": (
         "k3s_agent", ["-e", "k3s_agent_server_url=https://k3s:6443"],
         "k3s_agent_server_url must be the server's https URL (got 'https://k3s:6443'), k3s_agent_token must be set"),

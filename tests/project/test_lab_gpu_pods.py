@@ -31,7 +31,7 @@ def gpu_count(lab):
 
 
 def gpu_pod(name, command=QUERY, runtime="nvidia", gpus=1):
-    container = {"name": "smi", "image": "docker.io/vllm/vllm-openai:v0.11.0", "command": command}
+    container = {"name": "smi", "image": "docker.io/vllm/vllm-openai:v0.32.0", "command": command}
     if gpus:
         container["resources"] = {"limits": {"nvidia.com/gpu": str(gpus)}}
     spec = {"restartPolicy": "Never", "containers": [container], "nodeSelector": {"nvidia.com/gpu": "true"},

@@ -67,9 +67,9 @@ def test_in_a_gpu_free_mode_verify_checks_the_driver_and_an_old_one_fails(in_ml_
     finally:
         api("POST", "/lab/faults/gpu-driver", {"version": None})
     assert code != 0
-    line = only_failure(failures, "GPU driver: driver 535.261.03 (NVIDIA GeForce RTX 3060) is too old: CUDA 12.8.1 "
-                                  "of vllm-openai:v0.11.0 needs 570.26 or later")
-    assert "set nvidia_driver_branch to 570 or later" in line
+    line = only_failure(failures, "GPU driver: driver 535.261.03 (NVIDIA GeForce RTX 3060) is too old: CUDA 13.0.3 "
+                                  "of vllm-openai:v0.32.0 needs 580.65.06 or later")
+    assert "set nvidia_driver_branch to 580 or later" in line
 
 
 def test_a_placeholder_key_fails_and_is_not_printed():

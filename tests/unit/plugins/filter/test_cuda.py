@@ -13,6 +13,9 @@ def test_filters_speak_one_line_errors():
     assert filters["driver_satisfies"]("580", "570.26") is True
     assert filters["cuda_min_driver"]("12.8.1") == "570.26"
     assert filters["vllm_cuda_requirement_error"]("docker.io/vllm/vllm-openai:v0.11.0") == ""
+    assert filters["vllm_cuda_requirement"]("docker.io/vllm/vllm-openai:v0.32.0")["min_driver"] == "580.65.06"
+    assert filters["cuda_min_driver"]("13.0.3") == "580.65.06"
+    assert filters["vllm_cuda_requirement_error"]("docker.io/vllm/vllm-openai:v0.32.0") == ""
     assert filters["vllm_cuda_requirement_error"]("docker.io/vllm/vllm-openai").endswith("has no tag")
     with pytest.raises(AnsibleFilterError) as err:
         filters["vllm_cuda_requirement"]("docker.io/vllm/vllm-openai:v0.99.0")

@@ -34,15 +34,30 @@ def test_parse_image_refuses(image, message):
     "vllm/vllm-openai:v0.11.0",
     "harbor.lan/dockerhub-proxy/vllm/vllm-openai:v0.11.0",
 ])
-def test_requirement_of_the_pinned_image(image):
+def test_requirement_of_an_older_pinned_image(image):
     # vLLM docker/Dockerfile at v0.11.0: ARG CUDA_VERSION=12.8.1; CUDA 12.8 GA needs >= 570.26 (release notes, Table 3).
     assert _cuda_driver.vllm_cuda_requirement(image) == {
         "image": image, "tag": "v0.11.0", "cuda": "12.8.1", "min_driver": "570.26"}
 
 
+@pytest.mark.parametrize("image", [
+    "docker.io/vllm/vllm-openai:v0.32.0",
+    "harbor.lan/dockerhub-proxy/vllm/vllm-openai:v0.32.0",
+])
+def test_requirement_of_the_deployed_image(image):
+    # vLLM v0.32.0 is built on CUDA 13.0 (the evidence is in VLLM_TAG_CUDA's comment); CUDA 13.0 GA needs
+    # >= 580.65.06 (CUDA 13.0 release notes, Table 3), which the 580 branch runs and 570 does not.
+    requirement = _cuda_driver.vllm_cuda_requirement(image)
+    assert requirement == {"image": image, "tag": "v0.32.0", "cuda": "13.0.3", "min_driver": "580.65.06"}
+    assert _cuda_driver.driver_satisfies("580", requirement["min_driver"])
+    assert _cuda_driver.driver_satisfies("580.95.05", requirement["min_driver"])
+    assert not _cuda_driver.driver_satisfies("570.124.06", requirement["min_driver"])
+    assert not _cuda_driver.driver_satisfies("580.65.05", requirement["min_driver"])
+
+
 @pytest.mark.parametrize("image, message", [
     ("docker.io/vllm/vllm-openai:v0.99.0", r"no CUDA version recorded for docker.io/vllm/vllm-openai:v0.99.0 "
-                                           r"\(known tags: v0.11.0\); add the tag's ARG CUDA_VERSION"),
+                                           r"\(known tags: v0.11.0, v0.32.0\); add the tag's ARG CUDA_VERSION"),
     ("docker.io/vllm/vllm-openai:latest", "no CUDA version recorded"),
     ("docker.io/someone/vllm-openai:v0.11.0", "is not vLLM's image"),
     ("docker.io/vllm/vllm-openai", "has no tag"),
@@ -52,7 +67,8 @@ def test_requirement_refuses_what_is_not_recorded(image, message):
         _cuda_driver.vllm_cuda_requirement(image)
 
 
-@pytest.mark.parametrize("cuda, driver", [("12.8", "570.26"), ("12.8.1", "570.26"), ("12.8.0", "570.26")])
+@pytest.mark.parametrize("cuda, driver", [("12.8", "570.26"), ("12.8.1", "570.26"), ("12.8.0", "570.26"),
+                                         ("13.0", "580.65.06"), ("13.0.3", "580.65.06")])
 def test_cuda_min_driver(cuda, driver):
     assert _cuda_driver.cuda_min_driver(cuda) == driver
 

@@ -6,8 +6,8 @@ import pytest
 
 from ansible_collections.homelab.inference.plugins.module_utils import _verify
 
-REQUIREMENT = {"image": "docker.io/vllm/vllm-openai:v0.11.0", "tag": "v0.11.0", "cuda": "12.8.1",
-               "min_driver": "570.26"}
+REQUIREMENT = {"image": "docker.io/vllm/vllm-openai:v0.32.0", "tag": "v0.32.0", "cuda": "13.0.3",
+               "min_driver": "580.65.06"}
 MODELS = [
     {"name": "vllm-qwen", "backend": "vllm", "timeout": 60},
     {"name": "ollama-qwen", "backend": "ollama", "timeout": 120},
@@ -55,16 +55,17 @@ def test_who_holds_the_gpu():
     assert _verify.gpu_holders([node()], pods[1:]) == {"holders": [], "free": 1}
 
 
-@pytest.mark.parametrize("version, status", [("580.95.05", "ok"), ("570.26", "ok"), ("570.124.06", "ok"),
-                                             ("565.57.01", "fail"), ("535.261.03", "fail")])
+@pytest.mark.parametrize("version, status", [("580.95.05", "ok"), ("580.65.06", "ok"), ("590.44.01", "ok"),
+                                             ("580.65.05", "fail"), ("570.124.06", "fail"),
+                                             ("535.261.03", "fail")])
 def test_the_driver_against_the_images_cuda(version, status):
     result = _verify.driver(REQUIREMENT, {"status": {"phase": "Succeeded"}},
                             "%s, NVIDIA GeForce RTX 3060, 1 MiB, 12288 MiB\n" % version)
     assert result["status"] == status
-    assert "CUDA 12.8.1 of vllm-openai:v0.11.0 needs 570.26 or later" in result["detail"]
+    assert "CUDA 13.0.3 of vllm-openai:v0.32.0 needs 580.65.06 or later" in result["detail"]
     if status == "fail":
         assert result["detail"].startswith("driver %s (NVIDIA GeForce RTX 3060) is too old" % version)
-        assert "nvidia_driver_branch to 570 or later" in result["fix"]
+        assert "nvidia_driver_branch to 580 or later" in result["fix"]
 
 
 def test_a_gpu_pod_that_could_not_run_nvidia_smi_says_why():
