@@ -13,6 +13,8 @@ import time
 import urllib.error
 import urllib.request
 
+from . import litellm_zygote
+
 
 def litellm_executable():
     """The ``litellm`` script of the running interpreter's environment, else PATH's."""
@@ -43,12 +45,15 @@ class LiteLLMProxy:
         env.setdefault("LITELLM_TELEMETRY", "False")
         env.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         began = time.monotonic()
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            [executable, "--config", os.path.join(self.config_dir, "config.yaml"), "--host", self.host,
-             "--port", str(self.port), "--num_workers", "1"],
-            cwd=self.config_dir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
+        argv = ["--config", os.path.join(self.config_dir, "config.yaml"), "--host", self.host, "--port",
+                str(self.port), "--num_workers", "1"]
+        if os.environ.get("LAB_LITELLM_FORK") == "1":  # the tests: forked from a zygote (lab/litellm_zygote.py)
+            self.process = litellm_zygote.spawn(argv, env, self.config_dir, self.log_path)
+        else:
+            log = open(self.log_path, "ab")
+            self.process = subprocess.Popen([executable] + argv, cwd=self.config_dir, env=env, stdout=log,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
+            log.close()
         deadline = began + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

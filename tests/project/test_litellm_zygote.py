@@ -1,0 +1,27 @@
+"""The forked LiteLLM proxies the tests use behave like ones started by the `litellm` script."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from lab import litellm_zygote
+from lab.gateway_rig import free_port
+from lab.litellm_proxy import LiteLLMProxy
+
+
+@pytest.mark.parametrize("fork", ["1", "0"], ids=["forked", "litellm-script"])
+def test_a_proxy_whose_config_is_broken_exits_with_its_error_in_the_log(tmp_path, monkeypatch, fork):
+    monkeypatch.setenv("LAB_LITELLM_FORK", fork)
+    (tmp_path / "config.yaml").write_text("model_list: [\n")  # not YAML
+    proxy = LiteLLMProxy(tmp_path, free_port())
+    with pytest.raises(RuntimeError, match="litellm exited with [1-9]"):
+        proxy.start(timeout=60)
+    assert "yaml" in proxy.log_tail(200).lower()
+
+
+def test_only_runtime_settings_may_differ_between_proxies_of_one_zygote():
+    env = dict(os.environ, LITELLM_MASTER_KEY="sk-a", REDIS_HOST="127.0.0.1", HF_HUB_OFFLINE="1")
+    assert litellm_zygote.import_env(env) == litellm_zygote.import_env(dict(env, LITELLM_MASTER_KEY="sk-b"))
+    assert litellm_zygote.import_env(env) != litellm_zygote.import_env(dict(env, HF_HUB_OFFLINE="0"))
