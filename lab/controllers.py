@@ -245,9 +245,15 @@ class Controllers:
         self.write_status("daemonsets", daemonset, status)
 
     def gpu_nodes(self):
-        """A GPU node advertises its GPU only while the device plugin runs on it, as on a real node."""
-        plugin_nodes = {p["spec"].get("nodeName") for p in self.store.list("pods") if pod_ready(p) and any(
-            "k8s-device-plugin" in c.get("image", "") for c in p["spec"].get("containers") or [])}
+        """A GPU node advertises its GPU only while the device plugin runs on it, as on a real node.
+
+        The count comes from the plugin's registration with the kubelet, which NVIDIA's
+        k8s-device-plugin (v0.17) makes only after NVML initialised: a plugin that cannot load
+        NVML (the lab's device-plugin fault) never registers, even in the moments a restart of its
+        crash-looping container is running."""
+        registered = not self.lab.faults.get("device_plugin")
+        plugin_nodes = {p["spec"].get("nodeName") for p in self.store.list("pods") if registered and pod_ready(p)
+                        and any("k8s-device-plugin" in c.get("image", "") for c in p["spec"].get("containers") or [])}
         for node in self.store.list("nodes"):
             if (node["metadata"].get("labels") or {}).get(GPU) != "true":
                 continue

@@ -128,10 +128,17 @@ def test_a_device_plugin_that_cannot_use_the_driver_takes_the_gpu_off_the_node(l
     try:
         wait_for(lambda: gpu_count(lab) == "0")
 
-        def failed_run():
-            plugin = call(lab, "GET", "/api/v1/namespaces/kube-system/pods")[1]["items"][0]
-            return plugin["status"]["containerStatuses"][0]["lastState"].get("terminated", {}).get("exitCode") == 1
-        wait_for(failed_run)  # killed first (137), then every restart fails
+        seen = set()
+
+        def failed_runs():
+            seen.add(gpu_count(lab))
+            status = call(lab, "GET", "/api/v1/namespaces/kube-system/pods")[1]["items"][0]["status"]
+            container = status["containerStatuses"][0]
+            return (container["lastState"].get("terminated", {}).get("exitCode") == 1
+                    and container["restartCount"] >= 3)
+        wait_for(failed_runs, interval=0.02)  # killed first (137), then every restart fails
+        # The plugin never registers without NVML, not even while a restart of it runs.
+        assert seen == {"0"}
     finally:
         call(lab, "POST", "/lab/faults/device-plugin", {"fail": None})
     wait_for(lambda: gpu_count(lab) == "1", timeout=40)
