@@ -83,6 +83,13 @@ def cmd_serve(args):
 
 
 def cmd_up(args):
+    from lab.workloads import vllm_real
+
+    try:
+        real = vllm_real.selected()  # LAB_VLLM: checked here, where a bad value is said at once
+    except ValueError as err:
+        print("The lab cannot start: %s" % err, file=sys.stderr)
+        return 2
     state_dir = os.path.abspath(args.state_dir)
     port = read_port(state_dir)
     if port and _answers(port):
@@ -116,8 +123,9 @@ def cmd_up(args):
             print("The lab failed to start; see %s" % os.path.join(state_dir, "lab.out"), file=sys.stderr)
             return 1
         if _answers(args.port):
-            print("The lab is up in %.1f s (timing: profile %s, time scale %g, load scale %g)."
-                  % (time.monotonic() - began, args.profile, args.time_scale, args.load_scale))
+            print("The lab is up in %.1f s (timing: profile %s, time scale %g, load scale %g; vLLM: %s)."
+                  % (time.monotonic() - began, args.profile, args.time_scale, args.load_scale,
+                     "the REAL CPU build (LAB_VLLM=real)" if real else "the FAKE"))
             print("  kubeconfig: %s" % os.path.join(state_dir, "kubeconfig"))
             print("  API server: http://127.0.0.1:%d" % args.port)
             print("  faults:     python -m lab fault --help")

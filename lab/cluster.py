@@ -24,6 +24,7 @@ from .controllers import Controllers
 from .external import External
 from .kubelet import PodWorker, remove_pod_dir
 from .network import Network
+from .workloads import vllm_real
 
 NODES = [
     ("lab-server", {"node-role.kubernetes.io/control-plane": "true", "node-role.kubernetes.io/master": "true"}, []),
@@ -69,6 +70,10 @@ class Lab:
         self.port = port
         self.settings = dict(settings or {})
         self.default_load_delay = load_delay
+        # Which vLLM the kubelet runs for vLLM pods, fixed for the lab's life: LAB_VLLM=real the REAL
+        # CPU build (lab/workloads/vllm_real.py), else the FAKE. A bad value stops the lab here, not
+        # inside a pod's start.
+        self.vllm_real = vllm_real.selected()
         self.profile, self.time_scale, self.load_scale = profile, float(time_scale), float(load_scale)
         self.faults = {"fail_models": {}, "slow_models": {}, "device_plugin": None, "paperless_ai_retries": None}
         # The GPU worker's card and driver, as nvidia-smi in a GPU pod reports them: an RTX 3060 12 GB
@@ -233,7 +238,9 @@ class Lab:
 
     def load_delay(self, model):
         """Seconds a vLLM load of ``model`` takes when given (the slow-model fault, ``load_delay``), else None:
-        the profile's."""
+        the profile's. With the REAL vLLM only the slow-model fault adds a delay: the load is vLLM's own."""
+        if self.vllm_real:
+            return self.faults["slow_models"].get(model)
         return self.faults["slow_models"].get(model, self.default_load_delay)
 
     def timing_env(self):
@@ -326,4 +333,5 @@ class Lab:
                     for s in self.store.list("services")]
         return {"api": "http://127.0.0.1:%d" % self.port, "kubeconfig": os.path.join(self.state_dir, "kubeconfig"),
                 "pods": pods, "services": services, "requests": self.api.requests,
-                "timing": {"profile": self.profile, "time_scale": self.time_scale, "load_scale": self.load_scale}}
+                "timing": {"profile": self.profile, "time_scale": self.time_scale, "load_scale": self.load_scale},
+                "vllm": "real" if self.vllm_real else "fake"}

@@ -33,7 +33,6 @@ import time
 from .api.store import now_rfc3339
 from .controllers import container_gpus
 from .litellm_proxy import litellm_executable
-from .workloads import vllm_real
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOOKS = os.path.join(ROOT, "lab", "hooks")
@@ -230,7 +229,7 @@ class PodWorker(threading.Thread):
                 extra["LAB_FAIL"] = fault
             container.fault = fault
             # LAB_VLLM=real: the REAL vLLM CPU build on a tiny model (lab/workloads/vllm_real.py); default the FAKE.
-            workload = "lab.workloads.vllm_real" if vllm_real.selected() else "lab.workloads.vllm"
+            workload = "lab.workloads.vllm_real" if self.lab.vllm_real else "lab.workloads.vllm"
             return python + [workload] + args + ["--host", self.ip], extra, self.dir
         if family == "ollama":
             host = env.get("OLLAMA_HOST", "0.0.0.0:11434")

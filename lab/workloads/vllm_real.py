@@ -14,16 +14,18 @@ reason per flag. Flags not in the table are passed through unchanged: vLLM
 parses them as it would in the image, and an invalid one stops the server
 the same way. The lab's fault knobs work as with the FAKE: ``LAB_FAIL``
 (``oom``: exit 137; ``error``: exit 1) and ``LAB_LOAD_DELAY`` (seconds slept
-before vLLM starts loading); the FAKE's timing profile does not apply, the
-times are vLLM's own.
+before vLLM starts loading), which the lab sets for the real vLLM only for the
+slow-model fault (``python -m lab fault slow-model``): the lab's default load
+delay and the FAKE's timing profile do not apply, the times are vLLM's own.
 
 Use::
 
     python -m lab.workloads.vllm_real --model Qwen/Qwen2.5-7B-Instruct-AWQ \\
         --served-model-name vllm-qwen --max-model-len 8192 --quantization awq_marlin --port 8000
 
-The lab's kubelet runs it instead of the FAKE when ``LAB_VLLM=real``
-(``USE_ENV``/``selected()``). Python's standard library only: the project venv
+The lab's kubelet runs it instead of the FAKE when the lab was started with
+``LAB_VLLM=real`` in its environment (``USE_ENV``/``selected()``, read once when
+the lab starts; any other value than ``real`` or ``fake`` stops the lab there). Python's standard library only: the project venv
 runs this module, the vLLM venv runs vLLM.
 """
 
