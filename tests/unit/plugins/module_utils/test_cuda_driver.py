@@ -67,8 +67,9 @@ def test_requirement_refuses_what_is_not_recorded(image, message):
         _cuda_driver.vllm_cuda_requirement(image)
 
 
-@pytest.mark.parametrize("cuda, driver", [("12.8", "570.26"), ("12.8.1", "570.26"), ("12.8.0", "570.26"),
-                                         ("13.0", "580.65.06"), ("13.0.3", "580.65.06")])
+@pytest.mark.parametrize("cuda, driver", [
+    ("12.8", "570.26"), ("12.8.1", "570.26"), ("12.8.0", "570.26"), ("13.0", "580.65.06"), ("13.0.3", "580.65.06"),
+])
 def test_cuda_min_driver(cuda, driver):
     assert _cuda_driver.cuda_min_driver(cuda) == driver
 
