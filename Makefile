@@ -9,7 +9,7 @@ VENV := $(shell ./scripts/venv.sh)
 export PATH := $(VENV)/bin:$(PATH)
 RENDER_DIR ?= render
 
-.PHONY: demo test lint sanity pytest molecule molecule-lab molecule-gpu-worker render docs system-deps lab-up lab-down lab-status
+.PHONY: demo test test-real-vllm lint sanity pytest molecule molecule-lab molecule-gpu-worker render docs system-deps lab-up lab-down lab-status
 
 test:
 	./scripts/test-stages.sh
@@ -22,6 +22,12 @@ sanity:
 
 pytest: system-deps
 	pytest -q -n auto --dist loadfile -m "not real_vllm" tests/unit tests/project
+
+# The tests marked real_vllm: the REAL vLLM CPU build on the lab's tiny models (the gpu_mode
+# round trip ml -> r1 -> gaming -> ml on the lab, the gateway in front of it). One vLLM at a
+# time, serially; the vLLM venv (~3.4 GB) installs itself on first use. See docs/lab.md.
+test-real-vllm: system-deps
+	pytest -q -m real_vllm tests/project
 
 molecule: molecule-lab molecule-gpu-worker
 
