@@ -37,9 +37,12 @@ class FakeHandler(BaseHTTPRequestHandler):
     def log_message(self, *args):  # keep test output clean
         pass
 
-    def read_json(self):
+    def read_raw(self):
         length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
+        return self.rfile.read(length) if length else b""
+
+    def read_json(self):
+        raw = self.read_raw()
         try:
             return json.loads(raw) if raw else {}
         except ValueError:
@@ -50,8 +53,9 @@ class FakeHandler(BaseHTTPRequestHandler):
             body = json.dumps(body)
         if isinstance(body, str):
             body = body.encode("utf-8")
-        lines = ["HTTP/1.1 %d %s" % (status, self.responses.get(status, ("",))[0]),
-                 "Content-Type: %s" % content_type, "Content-Length: %d" % len(body)]
+        lines = ["HTTP/1.1 %d %s" % (status, self.responses.get(status, ("",))[0])]
+        lines += ["Content-Type: %s" % content_type] if content_type else []  # None: no Content-Type
+        lines += ["Content-Length: %d" % len(body)]
         lines += ["%s: %s" % item for item in (headers or {}).items()]
         self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
         self.wfile.flush()

@@ -3,8 +3,12 @@
 Like the real API server it opens its port only once the model is loaded,
 serves exactly the ``--served-model-name`` names (default: the ``--model`` id),
 answers others with vLLM's 404 body, and splits reasoning into
-``reasoning_content`` when started with ``--reasoning-parser``; a DeepSeek-R1
-model without it returns raw text with only the closing ``</think>``.
+``reasoning`` (vLLM v0.32.0's field) when started with ``--reasoning-parser``; a
+DeepSeek-R1 model without it returns raw text with only the closing ``</think>``.
+``--max-model-len`` is the context its /v1/models reports and its 400s for a
+prompt or ``max_tokens`` over it enforce (prompt tokens estimated as characters
+/ 4). Its wire format is held to the real vLLM's by
+tests/project/test_vllm_conformance.py.
 ``LAB_FAIL`` makes the load fail instead: ``oom`` (killed, exit 137) or
 ``error`` (exit 1 with vLLM's kind of message).
 
@@ -30,6 +34,7 @@ def parse(argv):
     parser.add_argument("--served-model-name", nargs="+")
     parser.add_argument("--tokenizer")
     parser.add_argument("--reasoning-parser")
+    parser.add_argument("--max-model-len", type=int)
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--port", type=int, default=8000)
     args, _ignored = parser.parse_known_args(argv)  # the GPU tuning flags mean nothing here
@@ -54,7 +59,7 @@ def main(argv=None):
         sys.exit(1)
     raw = not args.reasoning_parser and "deepseek-r1" in args.model.lower()
     server = FakeChatServer((args.host, args.port), "vllm", names, reasoning_parser=args.reasoning_parser,
-                            reasoning_raw=raw, timing=timing)
+                            reasoning_raw=raw, timing=timing, root=args.model, max_model_len=args.max_model_len)
     print("INFO lab fake vLLM: serving %s on %s:%d" % (names, args.host, args.port), flush=True)
     server.serve_forever()
 

