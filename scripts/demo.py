@@ -13,7 +13,12 @@ vLLM, two CPUs for Ollama), with the model loads at a tenth of theirs
 (``--load-scale 0.1``: R1 loads in 9 s instead of 90, a cold Ollama model in 9
 instead of 90), so the demo stays about two minutes while switches keep their
 real proportions. ``LAB_PROFILE`` and ``LAB_LOAD_SCALE`` change that
-(``LAB_LOAD_SCALE=1`` waits as long as the real loads)."""
+(``LAB_LOAD_SCALE=1`` waits as long as the real loads).
+
+``LAB_VLLM=real`` (``make demo LAB_VLLM=real``) runs the REAL vLLM CPU build on
+the lab's tiny models instead of the FAKE vLLM (lab/workloads/vllm_real.py;
+docs/lab.md, "The real vLLM"): the answers are the tiny models' fixed texts and
+each vLLM start takes vLLM's own time, 25-75 s on two cores."""
 
 from __future__ import annotations
 
@@ -31,6 +36,7 @@ STATE = os.environ.get("LAB_STATE_DIR", os.path.join(ROOT, ".lab"))
 PORT = int(os.environ.get("LAB_PORT", "16443"))
 PROFILE = os.environ.get("LAB_PROFILE") or "realistic"
 LOAD_SCALE = os.environ.get("LAB_LOAD_SCALE") or "0.1"
+REAL_VLLM = os.environ.get("LAB_VLLM") == "real"  # the lab reads LAB_VLLM itself (and refuses a bad value)
 BOLD, OFF = ("\033[1m", "\033[0m") if sys.stdout.isatty() else ("", "")
 
 
@@ -111,8 +117,13 @@ def main():
     began = time.monotonic()
     summary = []
     try:
-        step("Starting the local lab (a Kubernetes API emulator, FAKE GPU model servers, the REAL LiteLLM)")
-        print("   timing: profile %s, model loads scaled by %s (lab/timing_profiles.py)" % (PROFILE, LOAD_SCALE))
+        if REAL_VLLM:
+            step("Starting the local lab (a Kubernetes API emulator, the REAL vLLM CPU build on tiny models, "
+                 "a FAKE Ollama, the REAL LiteLLM)")
+            print("   vLLM loads take their own time; Ollama: profile %s, loads scaled by %s" % (PROFILE, LOAD_SCALE))
+        else:
+            step("Starting the local lab (a Kubernetes API emulator, FAKE GPU model servers, the REAL LiteLLM)")
+            print("   timing: profile %s, model loads scaled by %s (lab/timing_profiles.py)" % (PROFILE, LOAD_SCALE))
         lab("up", "--fresh", "--port", str(PORT), "--profile", PROFILE, "--load-scale", LOAD_SCALE)
         step("Converging site.yml on the lab")
         output, seconds = playbook("site.yml")

@@ -25,8 +25,8 @@ SERVED = {"ml": "vllm-qwen", "r1": "vllm-r1"}
 PODS = "/api/v1/namespaces/ml/pods?labelSelector=app.kubernetes.io%2Fname%3Dvllm"
 CHAT = "/api/v1/namespaces/ml/services/vllm-api:8000/proxy/v1/chat/completions"
 # gpu_mode's own limits suffice: the rollout waits for vLLM's readiness up to vllm_startup_timeout
-# (900 s; the real vLLM CPU start measured 33-40 s in this lab), and once the pod is ready vLLM lists its
-# model and LiteLLM routes to it at once (verify measured 0.05-0.25 s against its default 60 s).
+# (900 s; a switch's rollout to the real vLLM CPU measured 25-40 s), and once the pod is ready vLLM lists its
+# model and LiteLLM routes to it at once (verify measured 0.02-0.42 s against its default 60 s).
 TIMES = {}
 
 
