@@ -20,28 +20,16 @@ import urllib.error
 import urllib.request
 
 import pytest
-import yaml
 
-from ansible_collections.homelab.inference.plugins.module_utils import _gpu_mode
 from helpers import ROOT
 from lab import tiny_model
 from lab.gateway_rig import Gateway, Upstreams, free_port, render_gateway, streamed_text
+from real_vllm import READY_TIMEOUT, role_args
 
 pytestmark = pytest.mark.real_vllm
 
-READY_TIMEOUT = 240  # measured 21-44 s per start on a 2-core machine
 SERVED = {"ml": "vllm-qwen", "r1": "vllm-r1"}
 TIMES = {}
-
-
-def role_args(mode):
-    """The vLLM container args the vllm role renders for ``mode`` (the catalog and the role's defaults)."""
-    with open(os.path.join(ROOT, "group_vars", "all", "inference_catalog.yml")) as source:
-        catalog = yaml.safe_load(source)
-    with open(os.path.join(ROOT, "roles", "vllm", "defaults", "main.yml")) as source:
-        defaults = yaml.safe_load(source)
-    return _gpu_mode.mode_table(catalog["inference_models"], catalog["inference_gpu_modes"],
-                                defaults["vllm_common_args"], defaults["vllm_port"])[mode]["args"]
 
 
 class RealVllm:
