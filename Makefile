@@ -23,11 +23,13 @@ sanity:
 pytest: system-deps
 	pytest -q -n auto --dist loadfile -m "not real_vllm" tests/unit tests/project
 
-# The tests marked real_vllm: the REAL vLLM CPU build on the lab's tiny models (the gpu_mode
-# round trip ml -> r1 -> gaming -> ml on the lab, the gateway in front of it). One vLLM at a
-# time, serially; the vLLM venv (~3.4 GB) installs itself on first use. See docs/lab.md.
+# The tests marked real_vllm and the real_vllm molecule scenario: the REAL vLLM CPU build on
+# the lab's tiny models (the FAKE vLLM against it, the gpu_mode round trip ml -> r1 -> gaming
+# -> ml, the gateway in front of it). One vLLM at a time, serially; the vLLM venv (~3.4 GB)
+# installs itself on first use. See docs/lab.md.
 test-real-vllm: system-deps
 	pytest -q -m real_vllm tests/project
+	molecule test -s real_vllm
 
 molecule: molecule-lab molecule-gpu-worker
 
