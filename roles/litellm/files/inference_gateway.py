@@ -283,5 +283,45 @@ class InferenceGateway(CustomLogger):
         raise HTTPException(status_code=401, detail="Invalid or missing API key: send 'Authorization: Bearer <key>'.")
 
 
-gateway = InferenceGateway() if os.path.exists(SETTINGS_FILE) else None
+class SettingsError(RuntimeError):
+    """The hook's settings file is missing or unreadable: the proxy must not start without it."""
+
+
+def load_gateway(path=SETTINGS_FILE):
+    """The hook, from its settings file; a clear error naming the file when it is missing or invalid."""
+    try:
+        settings = load_settings(path)
+    except FileNotFoundError:
+        raise SettingsError("inference_gateway: settings file %s is missing; the homelab.inference.litellm role "
+                            "writes it beside config.yaml (ConfigMap litellm-config)" % path) from None
+    except (OSError, ValueError) as err:
+        raise SettingsError("inference_gateway: settings file %s is not valid JSON: %s" % (path, err)) from None
+    if not isinstance(settings, dict) or not isinstance(settings.get("models"), dict):
+        raise SettingsError("inference_gateway: settings file %s is invalid: expected a JSON object with 'models'"
+                            % path)
+    try:
+        return InferenceGateway(settings)
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise SettingsError("inference_gateway: settings file %s is invalid: %s: %s"
+                            % (path, type(err).__name__, err)) from None
+
+
+def _log_and_raise(err):
+    # LiteLLM may turn an import error into a message of its own: say it in the log first.
+    LOG.error("%s", err)
+    sys.stderr.write("ERROR: %s\n" % err)
+    sys.stderr.flush()
+    raise err
+
+
+# Inside the proxy (LiteLLM imports this file from its config while starting) the hook must
+# exist or the start must fail, naming the file: without it there would be no liveness probes,
+# quotas or key check. Imported elsewhere (its unit tests), the module only offers its parts.
+if "litellm.proxy.proxy_server" in sys.modules:
+    try:
+        gateway = load_gateway()
+    except SettingsError as error:
+        _log_and_raise(error)
+else:
+    gateway = None
 user_api_key_auth = gateway.user_api_key_auth if gateway else None
