@@ -105,7 +105,9 @@ def serve(path):
                             os.killpg(pid, signal.SIGKILL)
                         except OSError:
                             pass
-                    return
+                    # Not a normal exit: threads LiteLLM starts at import (some versions do) would
+                    # keep the interpreter alive after its parent is gone.
+                    os._exit(0)
             elif key.data == "accept":
                 connection, _ = listener.accept()
                 with connection.makefile("r") as reader:
