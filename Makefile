@@ -9,7 +9,7 @@ VENV := $(shell ./scripts/venv.sh)
 export PATH := $(VENV)/bin:$(PATH)
 RENDER_DIR ?= render
 
-.PHONY: demo test test-real-vllm lint sanity pytest molecule molecule-lab molecule-gpu-worker render docs system-deps lab-up lab-down lab-status
+.PHONY: demo test test-real-vllm litellm-upgrade-check lint sanity pytest molecule molecule-lab molecule-gpu-worker render docs system-deps lab-up lab-down lab-status
 
 test:
 	./scripts/test-stages.sh
@@ -30,6 +30,11 @@ pytest: system-deps
 test-real-vllm: system-deps
 	pytest -q -m real_vllm tests/project
 	molecule test -s real_vllm
+
+# The gateway's guarantees on the pinned LiteLLM and on the newest installable one, each in its
+# own cached venv: a pass/fail table per guarantee (docs/gateway.md). Not part of `make test`.
+litellm-upgrade-check:
+	./scripts/litellm-upgrade-check.sh
 
 molecule: molecule-lab molecule-gpu-worker
 
