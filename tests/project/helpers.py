@@ -27,3 +27,12 @@ def ansible_playbook(*args, env=None, check=False):
         return run_playbook(*args, env=env, check=check, timeout=600)
     except RuntimeError as err:
         raise AssertionError(str(err)) from None
+
+
+def gpu_mode_result(env, mode, *extra):
+    """Run gpu_mode.yml on a lab (``env`` names its state) and return the switch task's result."""
+    result = ansible_playbook("gpu_mode.yml", "-e", "mode=%s" % mode, *extra,
+                              env=dict(env, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json"))
+    report = json.loads(result.stdout[result.stdout.index("{"):])
+    task = next(t for t in report["plays"][0]["tasks"] if t["task"]["name"].startswith("Switch the GPU to"))
+    return task["hosts"]["localhost"]

@@ -10,14 +10,13 @@ objects are kept and the kubelet starts the pods it finds again."""
 from __future__ import annotations
 
 import glob
-import json
 import os
 import re
 
 import pytest
 import yaml
 
-from helpers import ROOT, ansible_playbook
+from helpers import ROOT, ansible_playbook, gpu_mode_result
 from lab.cluster import Lab
 from lab_fixture import call, start_lab, wait_for
 
@@ -26,11 +25,7 @@ MODE_LABEL = "homelab.inference/gpu-mode"
 
 
 def gpu_mode(env, mode):
-    result = ansible_playbook("gpu_mode.yml", "-e", "mode=%s" % mode,
-                              env=dict(env, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json"))
-    report = json.loads(result.stdout[result.stdout.index("{"):])
-    task = next(t for t in report["plays"][0]["tasks"] if t["task"]["name"].startswith("Switch the GPU to"))
-    return task["hosts"]["localhost"]
+    return gpu_mode_result(env, mode)
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,11 @@ reference system."""
 from __future__ import annotations
 
 import datetime
-import json
 import os
 
 import pytest
 
-from helpers import ansible_playbook
+from helpers import ansible_playbook, gpu_mode_result
 from lab.timing_profiles import PROFILES
 from lab_fixture import call, start_lab, wait_for
 
@@ -31,11 +30,7 @@ PS = "/api/v1/namespaces/ml/services/ollama:11434/proxy/api/ps"
 
 
 def gpu_mode(env, mode, *extra):
-    result = ansible_playbook("gpu_mode.yml", "-e", "mode=%s" % mode, *extra,
-                              env=dict(env, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json"))
-    report = json.loads(result.stdout[result.stdout.index("{"):])
-    task = next(t for t in report["plays"][0]["tasks"] if t["task"]["name"].startswith("Switch the GPU to"))
-    return task["hosts"]["localhost"]
+    return gpu_mode_result(env, mode, *extra)
 
 
 def loaded(lab):

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from helpers import ROOT, ansible_playbook
+from helpers import ROOT, ansible_playbook, gpu_mode_result
 from lab import tiny_model
 from lab.gateway_rig import free_port
 from lab_fixture import call, start_lab
@@ -32,12 +32,9 @@ TIMES = {}
 
 def gpu_mode(env, mode, *extra):
     began = time.monotonic()
-    result = ansible_playbook("gpu_mode.yml", "-e", "mode=%s" % mode, *extra,
-                              env=dict(env, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json"))
+    result = gpu_mode_result(env, mode, *extra)
     TIMES.setdefault("gpu_mode.yml %s" % mode, []).append(round(time.monotonic() - began, 1))
-    report = json.loads(result.stdout[result.stdout.index("{"):])
-    task = next(t for t in report["plays"][0]["tasks"] if t["task"]["name"].startswith("Switch the GPU to"))
-    return task["hosts"]["localhost"]
+    return result
 
 
 def vllm_pods(lab):
