@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The gateway's guarantees on the pinned LiteLLM and on the newest one: runs the
-# gateway tests (the REAL proxy in front of FAKE upstreams) in each version's venv
-# and prints a pass/fail table per guarantee per version.
+# gateway tests (the REAL proxy in front of FAKE upstreams) in each version's venv,
+# then the molecule lab scenario's converge and its vLLM kill test (the whole stack
+# on the lab, LiteLLM from that venv), and prints a pass/fail table per guarantee
+# per version. The lab scenario's port and state are used: not while `make test` runs.
 #   scripts/litellm-upgrade-check.sh            # pinned + newest installable release
 #   scripts/litellm-upgrade-check.sh 1.108.7    # pinned + that release
 # Exit status 0 only when every guarantee passes on every version checked.
@@ -24,6 +26,15 @@ for venv in "$pinned_venv" "$newest_venv"; do
   "$venv/bin/python" -m pytest -q -p no:cacheprovider --junitxml="$out/$version.xml" "${tests[@]}" \
     >"$out/$version.log" 2>&1 || true
   tail -n 3 "$out/$version.log" >&2
+  # The same kill through the cluster: the molecule lab scenario's stack (the lab's kubelet
+  # runs the LiteLLM beside this venv's Python), then its kill test alone.
+  echo "== litellm $version: molecule lab scenario, the kill test" >&2
+  if PATH="$venv/bin:$PATH" molecule converge -s lab >"$out/$version-molecule.log" 2>&1; then
+    PATH="$venv/bin:$PATH" "$venv/bin/python" -m pytest -q -p no:cacheprovider --junitxml="$out/$version-lab.xml" \
+      molecule/lab/tests/test_e2e.py -k test_vllm_killed >>"$out/$version-molecule.log" 2>&1 || true
+  fi
+  PATH="$venv/bin:$PATH" molecule destroy -s lab >>"$out/$version-molecule.log" 2>&1 || true
+  grep -E '^[0-9]+ (passed|failed)|^ERROR|CRITICAL.*converge' "$out/$version-molecule.log" | tail -n 1 >&2 || true
 done
 "$pinned_venv/bin/python" - "$out" "${versions[@]}" <<'PY'
 import sys
@@ -33,6 +44,7 @@ out, versions = sys.argv[1], sys.argv[2:]
 # Each guarantee, and the tests (file::name prefixes) that prove it.
 GUARANTEES = [
     ("0 failed requests through a vLLM kill at c16", ["test_gateway_kill.py::test_vllm_killed"]),
+    ("the same kill through the lab cluster (molecule lab)", ["test_e2e.py::test_vllm_killed"]),
     ("fallback chain: vLLM refusing/hanging, vLLM+Ollama down", [
         "test_gateway.py::test_vllm_refusing", "test_gateway.py::test_vllm_and_ollama_down",
         "test_gateway.py::test_a_hanging_vllm"]),
@@ -63,7 +75,7 @@ def results(path):
     return found
 
 
-table = {v: results("%s/%s.xml" % (out, v)) for v in versions}
+table = {v: {**results("%s/%s.xml" % (out, v)), **results("%s/%s-lab.xml" % (out, v))} for v in versions}
 claimed = set()
 rows = []
 for title, prefixes in GUARANTEES:
