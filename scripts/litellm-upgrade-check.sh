@@ -18,7 +18,10 @@ out=$(mktemp -d "${TMPDIR:-/tmp}/litellm-upgrade-check.XXXXXX")
 tests=(tests/project/test_gateway.py tests/project/test_gateway_timing.py tests/project/test_gateway_kill.py
        tests/project/test_gateway_settings.py)
 versions=()
-for venv in "$pinned_venv" "$newest_venv"; do
+venvs=("$pinned_venv")
+# The newest release may be the pinned one: then it is checked once.
+[ "$newest_venv" = "$pinned_venv" ] || venvs+=("$newest_venv")
+for venv in "${venvs[@]}"; do
   version=$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("litellm"))')
   versions+=("$version")
   echo "== litellm $version: ${tests[*]}" >&2

@@ -26,6 +26,10 @@ if [ "$version" = newest ]; then
   done
   [ -n "$version" ] || { echo "none of the 20 newest litellm releases installs with its proxy extra" >&2; exit 1; }
 fi
+# The pinned release is the project's own venv: no second copy of it.
+if [ "$version" = "$(sed -n 's/^litellm\[proxy\]==//p' "$here/requirements-test.txt")" ]; then
+  exec "$here/scripts/venv.sh"
+fi
 key=$(cat "$here/requirements.txt" "$here/requirements-test.txt" | sha256sum | cut -c1-12)
 root=${HOMELAB_INFERENCE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/homelab-inference}
 venv="$root/litellm-$version-$key"

@@ -154,7 +154,7 @@ def test_litellm_stays_off_the_gpu_node_and_rolls_on_change(rendered):
     term = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]
     assert term["matchExpressions"] == [{"key": "nvidia.com/gpu", "operator": "DoesNotExist"}]
     container = pod["containers"][0]
-    assert container["image"] == "ghcr.io/berriai/litellm:v1.106.2"
+    assert container["image"] == "ghcr.io/berriai/litellm:v1.108.7"
     assert container["readinessProbe"]["httpGet"]["path"] == "/health/readiness"
     assert container["livenessProbe"]["httpGet"]["path"] == "/health/liveliness"
     assert container["envFrom"] == [{"secretRef": {"name": "litellm-secrets"}}]
