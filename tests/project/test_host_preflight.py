@@ -11,8 +11,8 @@ import pytest
 from helpers import ansible_playbook
 
 PLAYBOOK = "tests/project/playbooks/host_preflight.yml"
-DEBIAN_12 = ["-e", "ansible_distribution=Debian", "-e", "ansible_distribution_major_version=12"]
-UBUNTU_2204 = ["-e", "ansible_distribution=Ubuntu", "-e", "ansible_distribution_version=22.04"]
+DEBIAN_12 = ["-e", "fact_distribution=Debian", "-e", "fact_distribution_major_version=12"]
+UBUNTU_2204 = ["-e", "fact_distribution=Ubuntu", "-e", "fact_distribution_version=22.04"]
 K3S_JOIN = ["-e", "k3s_agent_server_url=https://k3s:6443", "-e", "k3s_agent_token=x"]
 VLLM = "docker.io/vllm/vllm-openai:v0.32.0"
 # vLLM v0.32.0 is built on CUDA 13.0 (13.0.3; see VLLM_TAG_CUDA in plugins/module_utils/_cuda_driver.py for the
@@ -22,8 +22,8 @@ TOO_OLD = "cannot run %s (CUDA 13.0.3 needs driver 580.65.06 or later; CUDA forw
 
 CASES = {
     "unsupported distribution": (
-        "nvidia_driver", ["-e", "ansible_distribution=Fedora", "-e", "ansible_distribution_version=41",
-                          "-e", "ansible_distribution_major_version=41"],
+        "nvidia_driver", ["-e", "fact_distribution=Fedora", "-e", "fact_distribution_version=41",
+                          "-e", "fact_distribution_major_version=41"],
         "nvidia_driver: Fedora-41 is not supported; use Debian 12/13 or Ubuntu 22.04/24.04"),
     "branch not in Debian's archive": (
         "nvidia_driver", DEBIAN_12 + ["-e", "nvidia_driver_source=distribution", "-e", "nvidia_driver_branch=550"],
@@ -62,7 +62,7 @@ CASES = {
         "k3s_agent_server_url must be the server's https URL (got '')"),
     # k3s releases amd64, arm64, arm (armhf) and s390x (install.sh setup_verify_arch); a GPU worker is one of the first two.
     "an architecture without a GPU worker k3s": (
-        "k3s_agent", K3S_JOIN + ["-e", "ansible_architecture=armv7l"],
+        "k3s_agent", K3S_JOIN + ["-e", "fact_architecture=armv7l"],
         "k3s_agent: armv7l is not supported; the GPU worker must be x86_64 (k3s) or aarch64 (k3s-arm64)"),
     "local toolkit without packages": (
         "nvidia_container_toolkit", ["-e", "nvidia_container_toolkit_source=local"],
@@ -102,8 +102,8 @@ def test_bad_input_fails_in_preflight_with_one_line(case):
 ])
 def test_the_defaults_plan_a_driver_that_runs_the_vllm_image(extra, branch, packages):
     # This machine is a container: its running kernel is the host's, so the plan takes the architecture's headers.
-    result = ansible_playbook(PLAYBOOK, "--check", "-e", "role=nvidia_driver", "-e", "ansible_architecture=x86_64",
-                              "-e", "ansible_virtualization_role=guest", "-e", "ansible_virtualization_type=podman",
+    result = ansible_playbook(PLAYBOOK, "--check", "-e", "role=nvidia_driver", "-e", "fact_architecture=x86_64",
+                              "-e", "fact_virtualization_role=guest", "-e", "fact_virtualization_type=podman",
                               *extra)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-2500:]
@@ -122,7 +122,7 @@ def test_initramfs_is_rebuilt_before_the_reboot(tmp_path):
     (device / "class").write_text("0x030000\n")
     result = ansible_playbook(PLAYBOOK, "--check", "-e", "role=nvidia_driver", *DEBIAN_12,
                               "-e", "_nvidia_driver_pci_devices=%s" % tmp_path, "-e", '{"nvidia_driver_reboot": true}',
-                              "-e", "ansible_virtualization_role=host", "-e", "ansible_virtualization_type=kvm")
+                              "-e", "fact_virtualization_role=host", "-e", "fact_virtualization_type=kvm")
     output = result.stdout + result.stderr
     events = [line.split("]")[0] + "]" for line in output.splitlines() if line.startswith(("TASK [", "RUNNING HANDLER ["))]
     rebuild = "RUNNING HANDLER [homelab.inference.nvidia_driver : Rebuild the initramfs]"
@@ -148,7 +148,7 @@ def airgap_dir(path, arch, names):
 
 
 def k3s_check(directory, arch, *extra):
-    return ansible_playbook(PLAYBOOK, "--check", "-e", "role=k3s_agent", *K3S_JOIN, "-e", "ansible_architecture=%s" % arch,
+    return ansible_playbook(PLAYBOOK, "--check", "-e", "role=k3s_agent", *K3S_JOIN, "-e", "fact_architecture=%s" % arch,
                             "-e", "k3s_agent_airgap_dir=%s" % directory, *extra)
 
 
