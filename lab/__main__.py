@@ -101,6 +101,11 @@ def cmd_up(args):
             path = os.path.join(state_dir, sub)
             shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else (
                 os.path.exists(path) and os.remove(path))
+    if _answers(args.port):
+        # Another lab (another state dir) serves this port: its answers would pass for ours.
+        print("The lab cannot start: port %d is another lab's; stop it (python -m lab --state-dir DIR down) or "
+              "give --port" % args.port, file=sys.stderr)
+        return 1
     os.makedirs(state_dir, exist_ok=True)
     log = open(os.path.join(state_dir, "lab.out"), "ab")
     began = time.monotonic()

@@ -141,6 +141,12 @@ def test_lab_down_leaves_no_process_and_no_port(tmp_path):
                         env=env, capture_output=True, text=True, timeout=60)
     assert up.returncode == 0, up.stdout + up.stderr
     assert "kubeconfig: %s/kubeconfig" % state in up.stdout
+    other = subprocess.run([sys.executable, "-m", "lab", "--state-dir", str(tmp_path / "other-lab"), "up",
+                            "--port", str(port), "--profile", "fast"], cwd=ROOT, env=env, capture_output=True,
+                           text=True, timeout=60)
+    assert other.returncode == 1 and other.stderr.strip() == (
+        "The lab cannot start: port %d is another lab's; stop it (python -m lab --state-dir DIR down) or give --port"
+        % port), "a second lab on a taken port must not pass for up"
     fake = type("Lab", (), {"port": port})
     call(fake, "POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ml"}})
     call(fake, "POST", "/apis/apps/v1/namespaces/kube-system/daemonsets", DEVICE_PLUGIN)
