@@ -16,6 +16,7 @@ test:
 
 lint:
 	ansible-lint --profile production
+	antsibull-changelog lint
 
 sanity:
 	./scripts/sanity.sh
