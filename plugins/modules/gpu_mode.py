@@ -32,18 +32,16 @@ description:
   - On failure it rolls back to the previous mode when O(rollback) is true, verifies that, and fails saying both.
   - Endpoints are reached through the Kubernetes API's service proxy, or at O(vllm_url) and O(litellm_url) when given.
 extends_documentation_fragment:
+  - homelab.inference.attributes
   - kubernetes.core.k8s_auth_options
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: Reads the Deployment and reports the switch that would happen; takes no lock and writes nothing.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check mode), when in diff mode.
     support: full
     details: The mode and model before and after.
   idempotent:
-    description: When run twice in a row with the same arguments, the second run reports no change.
     support: full
 options:
   mode:

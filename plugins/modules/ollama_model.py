@@ -20,18 +20,16 @@ description:
   - Reaches Ollama through the Kubernetes API's service proxy by default, so the controller needs no ingress; or
     straight at O(url) when given.
 extends_documentation_fragment:
+  - homelab.inference.attributes
   - kubernetes.core.k8s_auth_options
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: Reports the models that would be pulled, loaded or removed; when Ollama is not running yet, all of them.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check mode), when in diff mode.
     support: full
     details: The list of installed models before and after; with O(state=loaded), of the loaded ones too.
   idempotent:
-    description: When run twice in a row with the same arguments, the second run reports no change.
     support: full
 options:
   name:

@@ -21,17 +21,15 @@ description:
   - Meant for checks (C(verify.yml) asks each model through LiteLLM, Paperless-AI for its health), so it never reports
     a change.
 extends_documentation_fragment:
+  - homelab.inference.attributes
   - kubernetes.core.k8s_auth_options
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: The request is sent in check mode too; send only requests that change nothing.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check mode), when in diff mode.
     support: none
   idempotent:
-    description: When run twice in a row with the same arguments, the second run reports no change.
     support: full
 options:
   namespace:

@@ -5,145 +5,18 @@ order, with what time limits, and what a failure says."""
 from __future__ import annotations
 
 import copy
-import json
 
 import pytest
 
-from ansible_collections.homelab.inference.plugins.module_utils import _gpu_mode
 from ansible_collections.homelab.inference.plugins.module_utils._gpu_switch import GpuModeSwitch, SwitchFailed
-from ansible_collections.homelab.inference.plugins.module_utils._service_http import ServiceError
-
-MODELS = [
-    {"name": "vllm-qwen", "backend": "vllm", "model": "Qwen/Qwen2.5-7B-Instruct-AWQ", "context": 8192},
-    {"name": "vllm-r1", "backend": "vllm", "model": "r1-awq", "context": 8192},
-]
-TABLE = _gpu_mode.mode_table(MODELS, {"ml": {"vllm_model": "vllm-qwen"}, "r1": {"vllm_model": "vllm-r1"},
-                                      "gaming": {"vllm_model": None}}, [], 8000)
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.now += seconds
-
-
-class Events(list):
-    """What happened, in order, across the stubs."""
-
-
-class StubKube:
-    """The vLLM Deployment; a patch rolls out at once (the rollout is not under test here)."""
-
-    def __init__(self, events, mode="ml"):
-        self.events = events
-        served = TABLE[mode]["vllm_model"]
-        self.deployment = {
-            "metadata": {"name": "vllm-server", "generation": 1, "labels": {_gpu_mode.MODE_LABEL: mode},
-                         "annotations": {}},
-            "spec": {"replicas": 1 if served else 0, "selector": {"matchLabels": {"app": "vllm"}},
-                     "template": {"metadata": {}, "spec": {"containers": [
-                         {"name": "vllm", "args": list(TABLE[mode]["args"] or TABLE["ml"]["args"])}]}}}}
-        self._roll()
-        self.lease = None
-
-    def _roll(self):
-        replicas = self.deployment["spec"]["replicas"]
-        self.deployment["status"] = {"observedGeneration": self.deployment["metadata"]["generation"],
-                                     "replicas": replicas, "updatedReplicas": replicas,
-                                     "availableReplicas": replicas, "readyReplicas": replicas}
-
-    def serving(self):
-        if not self.deployment["spec"]["replicas"]:
-            return None
-        return _gpu_mode.served_model_name(self.deployment)
-
-    def get_deployment(self, namespace, name):
-        return copy.deepcopy(self.deployment)
-
-    def patch_deployment(self, namespace, name, patch):
-        self.events.append(("patch", patch["metadata"]["labels"][_gpu_mode.MODE_LABEL]))
-        spec = patch["spec"]
-        self.deployment["spec"]["replicas"] = spec["replicas"]
-        self.deployment["metadata"]["labels"].update(patch["metadata"]["labels"])
-        containers = (spec["template"].get("spec") or {}).get("containers")
-        if containers:
-            self.deployment["spec"]["template"]["spec"]["containers"][0]["args"] = containers[0]["args"]
-        self.deployment["metadata"]["generation"] += 1
-        self._roll()
-        return copy.deepcopy(self.deployment)
-
-    def list_pods(self, namespace, selector):
-        return [{"metadata": {"name": "vllm-server-1"}, "status": {"phase": "Running"}}] if self.serving() else []
-
-    def nodes(self, selector):
-        return ["gpu-1"]
-
-    def pods_on_node(self, node):
-        return []
-
-    def get_lease(self, namespace, name):
-        return copy.deepcopy(self.lease)
-
-    def create_lease(self, namespace, body):
-        self.events.append(("lock", body["spec"]["holderIdentity"]))
-        self.lease = dict(body, metadata=dict(body["metadata"], resourceVersion="1"))
-
-    def replace_lease(self, namespace, body):
-        self.create_lease(namespace, body)
-
-    def delete_lease(self, namespace, name):
-        self.events.append(("unlock", name))
-        self.lease = None
-
-
-class StubVllm:
-    def __init__(self, kube):
-        self.kube = kube
-
-    def request_json(self, method, path, body=None, timeout=30, headers=None):
-        served = self.kube.serving()
-        if served is None:
-            raise ServiceError("cannot reach service ml/vllm-api:8000: connection refused")
-        return 200, {"data": [{"id": served}]}
-
-
-class StubLitellm:
-    """LiteLLM: each model's answers in turn (the last one repeats); an answer is a model group that answers
-    200, ``None`` for a request that times out, after ``seconds`` on the clock."""
-
-    def __init__(self, events, clock, kube):
-        self.events, self.clock, self.kube = events, clock, kube
-        self.script = {}
-        self.asked = []
-
-    def answers(self, model, *answers):
-        self.script[model] = list(answers)
-
-    def exchange(self, method, path, body=None, timeout=30, headers=None):
-        model = body["model"]
-        self.asked.append((model, timeout))
-        self.events.append(("litellm", model))
-        answers = self.script.get(model) or [(model if model != "vllm-qwen" or self.kube.serving() else None, 0)]
-        group, seconds = answers.pop(0) if len(answers) > 1 else answers[0]
-        if group is None or seconds > timeout:
-            self.clock.sleep(timeout)
-            raise ServiceError("service ml/litellm:4000 did not answer within %ss" % timeout, timed_out=True)
-        self.clock.sleep(seconds)
-        return 200, json.dumps({"choices": []}), {"x-litellm-model-group": group}
-
-
-def params(mode, **extra):
-    base = {"mode": mode, "modes": TABLE, "namespace": "ml", "deployment": "vllm-server", "container": "vllm",
-            "rollout_timeout": 60, "rollback": True, "verify": True, "verify_timeout": 60, "warm_timeout": 300,
-            "gpu_node_selector": "nvidia.com/gpu=true", "gpu_free_model": "ollama-qwen", "litellm_api_key": "sk-x",
-            "lock_name": "gpu-mode", "lock_timeout": 10, "lock_duration": 900}
-    base.update(extra)
-    return base
+from ansible_collections.homelab.inference.tests.unit.plugins.gpu_switch_stubs import (
+    Clock,
+    Events,
+    params,
+    StubKube,
+    StubLitellm,
+    StubVllm,
+)
 
 
 @pytest.fixture
