@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.homelab.inference.plugins.module_utils import _cuda_driver
+from ansible_collections.homelab.inference.plugins.plugin_utils import _cuda_driver
 
 
 def vllm_cuda_requirement(image):

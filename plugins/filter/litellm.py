@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from ansible_collections.homelab.inference.plugins.module_utils import _litellm_config
+from ansible_collections.homelab.inference.plugins.plugin_utils import _litellm_config
 
 
 def litellm_config(models, chain, settings):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import yaml
 
-from ansible_collections.homelab.inference.plugins.module_utils import _manifest
+from ansible_collections.homelab.inference.plugins.plugin_utils import _manifest
 
 
 class _Dumper(yaml.SafeDumper):

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from ansible_collections.homelab.inference.plugins.module_utils import _verify
+from ansible_collections.homelab.inference.plugins.plugin_utils import _verify
 
 
 class FilterModule:

@@ -14,7 +14,7 @@ import yaml
 
 from helpers import ROOT, ansible_playbook
 
-from ansible_collections.homelab.inference.plugins.module_utils import _cuda_driver
+from ansible_collections.homelab.inference.plugins.plugin_utils import _cuda_driver
 
 INVENTORY = "inventories/homelab"
 # What the vault holds on a real controller (vault.yml.example lists the names).

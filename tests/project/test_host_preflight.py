@@ -15,7 +15,7 @@ DEBIAN_12 = ["-e", "fact_distribution=Debian", "-e", "fact_distribution_major_ve
 UBUNTU_2204 = ["-e", "fact_distribution=Ubuntu", "-e", "fact_distribution_version=22.04"]
 K3S_JOIN = ["-e", "k3s_agent_server_url=https://k3s:6443", "-e", "k3s_agent_token=x"]
 VLLM = "docker.io/vllm/vllm-openai:v0.32.0"
-# vLLM v0.32.0 is built on CUDA 13.0 (13.0.3; see VLLM_TAG_CUDA in plugins/module_utils/_cuda_driver.py for the
+# vLLM v0.32.0 is built on CUDA 13.0 (13.0.3; see VLLM_TAG_CUDA in plugins/plugin_utils/_cuda_driver.py for the
 # evidence); CUDA 13.0 GA needs 580.65.06 (release notes, Table 3).
 TOO_OLD = "cannot run %s (CUDA 13.0.3 needs driver 580.65.06 or later; CUDA forward compatibility does not work on " \
           "GeForce cards); " % VLLM

@@ -42,7 +42,7 @@ def pinned_cpu_version():
 
 
 def cuda_table():
-    path = os.path.join(ROOT, "plugins", "module_utils", "_cuda_driver.py")
+    path = os.path.join(ROOT, "plugins", "plugin_utils", "_cuda_driver.py")
     spec = importlib.util.spec_from_file_location("_cuda_driver_for_pin_test", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

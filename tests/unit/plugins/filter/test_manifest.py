@@ -3,7 +3,7 @@ from __future__ import annotations
 import yaml
 
 from ansible_collections.homelab.inference.plugins.filter import manifest
-from ansible_collections.homelab.inference.plugins.module_utils import _manifest
+from ansible_collections.homelab.inference.plugins.plugin_utils import _manifest
 
 SECRET = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
           "stringData": {"KEY": "sk-canary"}, "data": {"B64": "c2stY2FuYXJ5"}}

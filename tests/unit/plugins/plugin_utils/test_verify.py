@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.homelab.inference.plugins.module_utils import _verify
+from ansible_collections.homelab.inference.plugins.plugin_utils import _verify
 
 REQUIREMENT = {"image": "docker.io/vllm/vllm-openai:v0.32.0", "tag": "v0.32.0", "cuda": "13.0.3",
                "min_driver": "580.65.06"}

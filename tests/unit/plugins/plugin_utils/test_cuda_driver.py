@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.homelab.inference.plugins.module_utils import _cuda_driver
+from ansible_collections.homelab.inference.plugins.plugin_utils import _cuda_driver
 
 
 @pytest.mark.parametrize("image, repository, tag", [

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import re
 
-from ansible_collections.homelab.inference.plugins.module_utils import _catalog, _cuda_driver, _gpu_mode
+from ansible_collections.homelab.inference.plugins.module_utils import _catalog, _gpu_mode
+from ansible_collections.homelab.inference.plugins.plugin_utils import _cuda_driver
 
 OK, FAIL, WARN, SKIP = "ok", "fail", "warn", "skip"
 GPU = _gpu_mode.GPU_RESOURCE

@@ -96,7 +96,7 @@ def cuda_min_driver(cuda):
     minor = cuda_minor(cuda)
     if minor not in CUDA_MIN_DRIVER:
         raise ValueError("no minimum driver recorded for CUDA %s (known: %s); add it to CUDA_MIN_DRIVER in "
-                         "plugins/module_utils/_cuda_driver.py from NVIDIA's release notes, Table 3"
+                         "plugins/plugin_utils/_cuda_driver.py from NVIDIA's release notes, Table 3"
                          % (minor, ", ".join(sorted(CUDA_MIN_DRIVER))))
     return CUDA_MIN_DRIVER[minor]
 
@@ -108,7 +108,7 @@ def vllm_cuda_requirement(image):
         raise ValueError("%s is not vLLM's image (%s); its CUDA version is not recorded" % (image, VLLM_REPOSITORY))
     if tag not in VLLM_TAG_CUDA:
         raise ValueError("no CUDA version recorded for %s (known tags: %s); add the tag's ARG CUDA_VERSION from "
-                         "vLLM's docker/Dockerfile to VLLM_TAG_CUDA in plugins/module_utils/_cuda_driver.py, or "
+                         "vLLM's docker/Dockerfile to VLLM_TAG_CUDA in plugins/plugin_utils/_cuda_driver.py, or "
                          "use a known tag" % (image, ", ".join(sorted(VLLM_TAG_CUDA))))
     cuda = VLLM_TAG_CUDA[tag]
     return {"image": image, "tag": tag, "cuda": cuda, "min_driver": cuda_min_driver(cuda)}

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.homelab.inference.plugins.module_utils import _litellm_config
+from ansible_collections.homelab.inference.plugins.plugin_utils import _litellm_config
 
 MODELS = [
     {"name": "vllm-qwen", "backend": "vllm", "model": "Qwen/Qwen2.5-7B-Instruct-AWQ", "timeout": 3},
