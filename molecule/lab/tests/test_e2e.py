@@ -200,11 +200,22 @@ def test_two_runs_at_once_serialise_on_the_lock(in_ml_mode):
         outcomes[mode] = gpu_mode(mode)
 
     threads = [threading.Thread(target=run, args=(mode,)) for mode in ("r1", "gaming")]
-    for thread in threads:
-        thread.start()
-        time.sleep(0.3)
-    for thread in threads:
-        thread.join()
+    lease = "/apis/coordination.k8s.io/v1/namespaces/ml/leases/gpu-mode"
+    # The second run starts once the first holds the lock, and the first holds it through an 8 s
+    # R1 load: a fixed 0.3 s head start let a slow ansible-playbook start on a busy machine miss
+    # the whole first switch (both ran, neither waited).
+    api("POST", "/lab/faults/slow-model", {"model": "vllm-r1", "seconds": 8})
+    try:
+        threads[0].start()
+        deadline = time.monotonic() + 60
+        while api("GET", lease)[0] != 200 and threads[0].is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert api("GET", lease)[0] == 200, "the first run took the lock"
+        threads[1].start()
+        for thread in threads:
+            thread.join()
+    finally:
+        api("POST", "/lab/faults/slow-model", {"model": "vllm-r1", "seconds": None})
     lock_waits = []
     for mode, (code, result, output) in outcomes.items():
         if code == 0:
