@@ -13,8 +13,9 @@ if [ "$version" = newest ]; then
   # The newest release whose proxy extra installs: some releases pin companion packages
   # (litellm-proxy, litellm-enterprise, litellm-proxy-extras) that the index does not
   # offer yet. A dry run resolves each candidate, newest first (~10 s each).
+  # sed, not head, keeps the 20 newest: head's early exit would fail the pipe (pipefail, SIGPIPE).
   candidates=$("$python" -m pip index versions litellm 2>/dev/null |
-    sed -n 's/^Available versions: //p' | tr -d ' ' | tr ',' '\n' | grep -E '^[0-9]+\.[0-9]+\.[0-9]+$' | head -20)
+    sed -n 's/^Available versions: //p' | tr -d ' ' | tr ',' '\n' | grep -E '^[0-9]+\.[0-9]+\.[0-9]+$' | sed -n 1,20p)
   [ -n "$candidates" ] || { echo "could not ask the package index for litellm's releases" >&2; exit 1; }
   version=""
   for candidate in $candidates; do
