@@ -273,10 +273,16 @@ def gateway_rows(models, plan, answers, states):
 # -- Ollama and Paperless-AI -------------------------------------------------------------------
 
 
+OLLAMA_LIST_FAILED = "cannot list Ollama's models: "
+
+
 def ollama_models(wanted, missing, failure=None):
     check = "Ollama models"
     if failure:
-        return row(check, FAIL, "cannot list Ollama's models: %s" % one_line(failure),
+        # ollama_model's own failure already starts with this; say it once.
+        reason = one_line(failure)
+        reason = reason[len(OLLAMA_LIST_FAILED):] if reason.startswith(OLLAMA_LIST_FAILED) else reason
+        return row(check, FAIL, OLLAMA_LIST_FAILED + reason,
                    "check the ollama pod (kubectl -n ml get pods) and re-run site.yml --tags ollama")
     if missing:
         return row(check, FAIL, "missing %s of %s" % (", ".join(missing), ", ".join(wanted)),

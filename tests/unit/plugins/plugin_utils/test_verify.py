@@ -158,6 +158,16 @@ def test_ollama_rows():
     assert missing["detail"] == "missing qwen2.5:3b of qwen2.5:3b, llama3.2:1b" and "--tags ollama" in missing["fix"]
 
 
+@pytest.mark.parametrize("failure", [
+    "cannot list Ollama's models: service ml/ollama:11434 has no ready pod (503: no endpoints)",  # ollama_model's
+    "service ml/ollama:11434 has no ready pod (503: no endpoints)",
+])
+def test_an_ollama_that_cannot_list_its_models_is_said_once(failure):
+    failed = _verify.ollama_models(["qwen2.5:3b"], [], failure)
+    assert failed["status"] == "fail", failed
+    assert failed["detail"] == "cannot list Ollama's models: service ml/ollama:11434 has no ready pod (503: no endpoints)"
+
+
 HEALTHY = {"status": 200, "json": {"status": "healthy"}}
 
 
