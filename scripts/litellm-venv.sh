@@ -7,6 +7,7 @@
 # Everything else is the project's test requirements, minus the LiteLLM pin.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
+. "$here/scripts/install-cache.sh"
 python=${PYTHON:-python3}
 version=${1:?usage: $0 VERSION|newest}
 if [ "$version" = newest ]; then
@@ -32,30 +33,15 @@ if [ "$version" = "$(sed -n 's/^litellm\[proxy\]==//p' "$here/requirements-test.
   exec "$here/scripts/venv.sh"
 fi
 key=$(cat "$here/requirements.txt" "$here/requirements-test.txt" | sha256sum | cut -c1-12)
-root=${HOMELAB_INFERENCE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/homelab-inference}
-venv="$root/litellm-$version-$key"
-if [ ! -f "$venv/.complete" ]; then
-  mkdir -p "$root"
-  exec 9>"$root/.litellm-$version-$key.lock"
-  flock 9
-fi
-# The marker is written last (the venv's scripts name its path, so it is built
-# in place): an interrupted install is redone, never reused.
+venv="$(install_cache_root)/litellm-$version-$key"
+lock_unless_complete "$venv"
 if [ ! -f "$venv/.complete" ]; then
   echo "Creating virtualenv $venv with litellm $version (one-time, a few minutes)" >&2
-  rm -rf "$venv"
-  "$python" -m venv "$venv"
-  "$venv/bin/python" -m pip install --quiet --upgrade pip >&2
   reqs=$(mktemp)
   trap 'rm -f "$reqs"' EXIT
   sed -e 's#^-r requirements.txt#-r '"$here"'/requirements.txt#' \
       -e 's#^litellm\[proxy\]==.*#litellm[proxy]=='"$version"'#' \
       "$here/requirements-test.txt" >"$reqs"
-  if ! "$venv/bin/python" -m pip install --quiet -r "$reqs" >&2; then
-    rm -rf "$venv"
-    echo "litellm $version did not install (see above)" >&2
-    exit 1
-  fi
-  touch "$venv/.complete"
+  build_venv "$python" "$venv" "$reqs" || { echo "litellm $version did not install (see above)" >&2; exit 1; }
 fi
 echo "$venv"

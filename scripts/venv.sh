@@ -4,24 +4,13 @@
 # requirements, so every clone and CI run on a machine reuses it.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
+. "$here/scripts/install-cache.sh"
 python=${PYTHON:-python3}
 key=$(cat "$here/requirements.txt" "$here/requirements-test.txt" | sha256sum | cut -c1-16)
-root=${HOMELAB_INFERENCE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/homelab-inference}
-venv="$root/venv-$key"
-# Two runs that both find it missing (two clones, make test beside a helper
-# script) build it one after the other: the second finds it complete.
-if [ ! -f "$venv/.complete" ]; then
-  mkdir -p "$root"
-  exec 9>"$root/.venv-$key.lock"
-  flock 9
-fi
-# The marker is written last: an interrupted install is redone, never reused.
+venv="$(install_cache_root)/venv-$key"
+lock_unless_complete "$venv"
 if [ ! -f "$venv/.complete" ]; then
   echo "Creating virtualenv $venv (one-time, a few minutes)" >&2
-  rm -rf "$venv"
-  "$python" -m venv "$venv"
-  "$venv/bin/pip" install --quiet --upgrade pip >&2
-  "$venv/bin/pip" install --quiet -r "$here/requirements-test.txt" >&2
-  touch "$venv/.complete"
+  build_venv "$python" "$venv" "$here/requirements-test.txt"
 fi
 echo "$venv"

