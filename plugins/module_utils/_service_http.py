@@ -98,13 +98,17 @@ class ServiceEndpoint:
                 raise ServiceError(_no_answer(self.label, timeout), timed_out=True)
             raise ServiceError("cannot reach %s: %s" % (self.label, to_native(reason)))
 
-    def _proxied(self, method, path, data, timeout, headers, follow_redirects=True):
-        if self._api is None:
+    def connect(self):
+        """Set the Kubernetes client up (once; before requests are sent from several threads)."""
+        if self._api is None and not self.url:
             try:
                 self._api = get_api_client(module=self.module).client.client
             except Exception as err:  # the kubernetes client raises many kinds here
                 raise ServiceError("cannot set up the Kubernetes client: %s; check kubeconfig, context and host"
                                    % to_native(err))
+
+    def _proxied(self, method, path, data, timeout, headers, follow_redirects=True):
+        self.connect()
         resource = "/api/v1/namespaces/{namespace}/services/{name}/proxy/{path}"
         params = {"namespace": self.namespace, "name": "%s:%s" % (self.service, self.port),
                   "path": path.lstrip("/")}

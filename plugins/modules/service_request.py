@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: service_request
 short_description: Send one HTTP request to a Service in the cluster and return the answer
-version_added: 0.2.0
+version_added: 0.1.0
 author:
   - homelab.inference maintainers (@homelab-inference)
 description:
@@ -56,6 +56,21 @@ options:
   body:
     description: A JSON body to send.
     type: raw
+  requests:
+    description:
+      - Several requests to the same O(path), sent at the same time instead of one after the other; each answer
+        is in RV(answers), in the same order. A request that gets no answer is an answer with C(failed) and C(msg),
+        not a failure of the task.
+      - C(verify.yml) asks every model through LiteLLM at once this way.
+    type: list
+    elements: dict
+    suboptions:
+      body:
+        description: A JSON body to send.
+        type: raw
+      timeout:
+        description: Seconds to wait for this answer; O(timeout) when not given.
+        type: int
   api_key:
     description:
       - A key sent in the O(api_key_header) header, after O(api_key_scheme). Never logged or returned.
@@ -142,11 +157,20 @@ timed_out:
   returned: failure
   type: bool
   sample: true
+answers:
+  description:
+    - One answer per entry of O(requests), in order, each with RV(status), RV(headers), RV(json), RV(text) and
+      RV(elapsed), or C(failed), C(msg) and RV(timed_out) when no answer came back.
+  returned: when O(requests) is given
+  type: list
+  elements: dict
+  sample: [{"status": 200, "headers": {}, "json": {"object": "chat.completion"}, "text": "{...}", "elapsed": 0.4}]
 """
 
 import copy
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.homelab.inference.plugins.module_utils._service_http import ServiceEndpoint, ServiceError
 from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
@@ -164,6 +188,7 @@ def argument_spec():
         path=dict(type="str", required=True),
         method=dict(type="str", default="GET", choices=["GET", "POST", "HEAD"]),
         body=dict(type="raw"),
+        requests=dict(type="list", elements="dict", options=dict(body=dict(type="raw"), timeout=dict(type="int"))),
         api_key=dict(type="str", no_log=True),
         api_key_header=dict(type="str", default="x-litellm-api-key", no_log=False),
         api_key_scheme=dict(type="str", default="Bearer", no_log=False),
@@ -180,20 +205,37 @@ def parse(text):
         return None
 
 
-def run(module, endpoint):
-    params = module.params
+def ask(params, endpoint, body, timeout):
     scheme = params["api_key_scheme"]
     headers = {params["api_key_header"]: (scheme + " " if scheme else "") + params["api_key"]} if params["api_key"] else {}
     began = time.monotonic()
-    status, text, response_headers = endpoint.exchange(params["method"], params["path"], params["body"],
-                                                       timeout=params["timeout"], headers=headers,
-                                                       follow_redirects=False)
-    return dict(changed=False, status=status, headers=response_headers, json=parse(text), text=text[:TEXT_LIMIT],
+    status, text, response_headers = endpoint.exchange(params["method"], params["path"], body, timeout=timeout,
+                                                       headers=headers, follow_redirects=False)
+    return dict(status=status, headers=response_headers, json=parse(text), text=text[:TEXT_LIMIT],
                 elapsed=round(time.monotonic() - began, 3))
 
 
+def ask_or_report(params, endpoint, request):
+    try:
+        return ask(params, endpoint, request["body"], request["timeout"] or params["timeout"])
+    except ServiceError as err:
+        return dict(failed=True, msg=str(err), timed_out=err.timed_out)
+
+
+def run(module, endpoint):
+    params = module.params
+    if params["requests"] is None:
+        return dict(ask(params, endpoint, params["body"], params["timeout"]), changed=False)
+    endpoint.connect()
+    requests = params["requests"]
+    with ThreadPoolExecutor(max_workers=max(1, min(len(requests), 8))) as pool:
+        answers = list(pool.map(lambda request: ask_or_report(params, endpoint, request), requests))
+    return dict(changed=False, answers=answers)
+
+
 def main():
-    module = AnsibleK8SModule(argument_spec=argument_spec(), supports_check_mode=True, check_pyyaml=False)
+    module = AnsibleK8SModule(argument_spec=argument_spec(), supports_check_mode=True, check_pyyaml=False,
+                              mutually_exclusive=[("body", "requests")])
     params = module.params
     endpoint = ServiceEndpoint(module, params["namespace"], params["service"], params["port"], params["url"])
     try:

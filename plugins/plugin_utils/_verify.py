@@ -225,8 +225,13 @@ def gateway_plan(models, chain, gpu_model, gpu_mode, states):
 
     def add(entry, label):
         if all(item["name"] != entry["name"] for item in ask):
-            ask.append({"name": entry["name"], "backend": entry["backend"], "label": label,
-                        "timeout": int(entry.get("timeout") or 30)})
+            timeout = int(entry.get("timeout") or 30)
+            # The request for service_request's ``requests``: one token, 10 s beyond the model's own timeout
+            # (LiteLLM's answer, a fallback's included, comes back within it).
+            request = {"body": {"model": entry["name"], "max_tokens": 1, "messages": [{"role": "user", "content": "ping"}]},
+                       "timeout": timeout + 10}
+            ask.append({"name": entry["name"], "backend": entry["backend"], "label": label, "timeout": timeout,
+                        "request": request})
 
     if gpu_model:
         add(by_name[gpu_model], "mode %s" % gpu_mode)

@@ -102,6 +102,10 @@ def test_the_plan_asks_the_modes_model_the_tiers_it_can_and_one_model_per_key():
     assert "not served in mode r1" in plan["rows"][0]["detail"]
     gaming = _verify.gateway_plan(MODELS, CHAIN, "", "gaming", {"openai": "missing", "groq": "set", "gemini": "set"})
     assert [a["name"] for a in gaming["ask"]] == ["ollama-qwen", "groq/llama", "gemini/flash"]
+    # What service_request sends for each: one token, 10 s beyond the model's own timeout.
+    assert plan["ask"][1]["request"] == {"body": {"model": "ollama-qwen", "max_tokens": 1,
+                                                  "messages": [{"role": "user", "content": "ping"}]}, "timeout": 130}
+    assert gaming["ask"][1]["request"]["timeout"] == 40
 
 
 def test_gateway_rows():
