@@ -50,7 +50,7 @@ def load(path):
 
 
 def the_table():
-    catalog = load("group_vars/all/inference_catalog.yml")
+    catalog = load("roles/catalog/defaults/main.yml")
     defaults = load("roles/vllm/defaults/main.yml")
     return _gpu_mode.mode_table(catalog["inference_models"], catalog["inference_gpu_modes"],
                                 defaults["vllm_common_args"], defaults["vllm_port"])

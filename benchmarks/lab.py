@@ -90,7 +90,7 @@ def warm_tiers():
 
 
 def mode_table():
-    with open(os.path.join(ROOT, "group_vars", "all", "inference_catalog.yml")) as handle:
+    with open(os.path.join(ROOT, "roles", "catalog", "defaults", "main.yml")) as handle:
         catalog = yaml.safe_load(handle)
     with open(os.path.join(ROOT, "roles", "vllm", "defaults", "main.yml")) as handle:
         defaults = yaml.safe_load(handle)

@@ -42,7 +42,7 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CATALOG = os.path.join(ROOT, "group_vars", "all", "inference_catalog.yml")
+CATALOG = os.path.join(ROOT, "roles", "catalog", "defaults", "main.yml")
 
 HIDDEN = 128
 HEADS = 2  # head_dim 64
@@ -245,7 +245,7 @@ def ensure(model_id, root=None):
 
 
 def catalog_model(name):
-    """The model id of catalog entry ``name`` (group_vars/all/inference_catalog.yml)."""
+    """The model id of catalog entry ``name`` (roles/catalog/defaults/main.yml)."""
     import yaml
     with open(CATALOG) as source:
         models = yaml.safe_load(source)["inference_models"]

@@ -23,7 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _spec = importlib.util.spec_from_file_location("_catalog", os.path.join(ROOT, "plugins", "module_utils", "_catalog.py"))
 _catalog = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_catalog)
-CATALOG = os.path.join(ROOT, "group_vars", "all", "inference_catalog.yml")
+CATALOG = os.path.join(ROOT, "roles", "catalog", "defaults", "main.yml")
 CLIENT_GUIDE = os.path.join(ROOT, "docs", "clients.md")
 BEGIN = "<!-- BEGIN GENERATED: model availability (scripts/gen_docs.py) -->"
 END = "<!-- END GENERATED: model availability -->"

@@ -28,7 +28,7 @@ FAKE_READY_TIMEOUT = 30  # the FAKE's load under LAB_PROFILE=fast
 
 def role_args(mode):
     """The vLLM container args the vllm role renders for ``mode``."""
-    with open(os.path.join(ROOT, "group_vars", "all", "inference_catalog.yml")) as source:
+    with open(os.path.join(ROOT, "roles", "catalog", "defaults", "main.yml")) as source:
         catalog = yaml.safe_load(source)
     with open(os.path.join(ROOT, "roles", "vllm", "defaults", "main.yml")) as source:
         defaults = yaml.safe_load(source)

@@ -24,7 +24,7 @@ PER_WINDOW, PER_DAY = 2, 4
 
 
 def catalog_with_small_quotas():
-    with open(os.path.join(ROOT, "group_vars", "all", "inference_catalog.yml")) as handle:
+    with open(os.path.join(ROOT, "roles", "catalog", "defaults", "main.yml")) as handle:
         models = yaml.safe_load(handle)["inference_models"]
     for model in models:
         model.pop("requests_per_minute", None)

@@ -92,7 +92,7 @@ def test_a_vllm_that_comes_back_serves_within_half_a_second(gateway, upstreams):
 def test_a_long_stream_is_not_cut_while_tokens_flow(tmp_path):
     """vLLM's timeout set to 2 s and a stream of ~7 s (200 tokens at the realistic profile's
     single-stream rate, slowed down twice): the timeout is between two chunks, not for the whole answer."""
-    with open(os.path.join(ROOT, "group_vars", "all", "inference_catalog.yml")) as handle:
+    with open(os.path.join(ROOT, "roles", "catalog", "defaults", "main.yml")) as handle:
         models = yaml.safe_load(handle)["inference_models"]
     for entry in models:
         if entry["name"] == "vllm-qwen":

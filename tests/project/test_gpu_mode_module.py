@@ -25,7 +25,7 @@ from lab.gateway_rig import MASTER_KEY, Gateway, Upstreams, render_gateway
 
 
 def catalog():
-    with open(os.path.join(ROOT, "group_vars", "all", "inference_catalog.yml")) as handle:
+    with open(os.path.join(ROOT, "roles", "catalog", "defaults", "main.yml")) as handle:
         return yaml.safe_load(handle)
 
 

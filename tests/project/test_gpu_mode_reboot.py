@@ -74,8 +74,8 @@ def test_site_yml_after_the_reboot_keeps_the_mode(rebooted):
 
 
 def test_no_doc_claims_that_a_reboot_restores_the_default_mode():
-    paths = [os.path.join(ROOT, "README.md"), os.path.join(ROOT, "group_vars", "all", "inference_catalog.yml")]
-    paths += glob.glob(os.path.join(ROOT, "docs", "*.md"))
+    paths = [os.path.join(ROOT, "README.md"), os.path.join(ROOT, "roles", "catalog", "defaults", "main.yml")]
+    paths += glob.glob(os.path.join(ROOT, "docs", "**", "*.md"), recursive=True)
     paths += glob.glob(os.path.join(ROOT, "roles", "*", "README.md"))
     paths += glob.glob(os.path.join(ROOT, "roles", "*", "meta", "argument_specs.yml"))
     claims = []

@@ -35,13 +35,16 @@ def test_the_inventory_parses_and_places_the_gpu_worker():
 
 
 def test_the_gpu_workers_driver_runs_the_catalogs_vllm_image():
-    # The catalog (playbook-adjacent group_vars) names the image; the inventory names the driver branch.
+    # The catalog (the catalog role's defaults, unless the inventory overrides it) names the image; the
+    # inventory names the driver branch.
     executable = os.path.join(os.path.dirname(sys.executable), "ansible-inventory")
     result = subprocess.run([executable, "-i", INVENTORY, "--list", "--playbook-dir", ROOT], cwd=ROOT,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     worker = json.loads(result.stdout)["_meta"]["hostvars"]["k3s-gpu-worker"]
-    requirement = _cuda_driver.vllm_cuda_requirement(worker["inference_vllm_image"])
+    with open(os.path.join(ROOT, "roles", "catalog", "defaults", "main.yml")) as handle:
+        image = worker.get("inference_vllm_image", yaml.safe_load(handle)["inference_vllm_image"])
+    requirement = _cuda_driver.vllm_cuda_requirement(image)
     assert _cuda_driver.driver_satisfies(worker["nvidia_driver_branch"], requirement["min_driver"]), (worker, requirement)
     # Debian's archive stops at 535: a branch that new comes from NVIDIA's CUDA repository.
     assert worker["nvidia_driver_source"] == "cuda"

@@ -13,7 +13,7 @@ import yaml
 
 from helpers import ROOT, ansible_playbook
 
-with open(os.path.join(ROOT, "group_vars", "all", "inference_catalog.yml")) as _handle:
+with open(os.path.join(ROOT, "roles", "catalog", "defaults", "main.yml")) as _handle:
     CATALOG = yaml.safe_load(_handle)
 
 

@@ -25,7 +25,7 @@ def load_yaml(*parts):
 
 
 def catalog_image():
-    return load_yaml("group_vars", "all", "inference_catalog.yml")["inference_vllm_image"]
+    return load_yaml("roles", "catalog", "defaults", "main.yml")["inference_vllm_image"]
 
 
 def image_version(image):

@@ -20,7 +20,7 @@ import yaml
 
 from conftest import (PORT, ROOT, STATE, api, decoded_secret, deployment, gpu_mode, litellm, master_key, playbook)
 
-CATALOG = os.path.join(ROOT, "group_vars", "all", "inference_catalog.yml")
+CATALOG = os.path.join(ROOT, "roles", "catalog", "defaults", "main.yml")
 
 
 def pods(namespace, selector):
