@@ -40,7 +40,7 @@ litellm-upgrade-check:
 molecule: molecule-lab molecule-gpu-worker
 
 molecule-lab: system-deps
-	molecule test -s lab
+	molecule test  # the lab scenario, extensions/molecule/default
 
 molecule-gpu-worker: system-deps
 	./scripts/build-debian-image.sh
@@ -53,14 +53,18 @@ system-deps:
 demo:
 	python scripts/demo.py
 
+# The lab's command line with tools/ on the Python path; in a shell, `. scripts/env.sh` and
+# `python -m lab ...` do the same (faults, `up --profile fast`, ...).
+LAB := PYTHONPATH=$(CURDIR)/tools python -m lab
+
 lab-up:
-	python -m lab up
+	$(LAB) up
 
 lab-down:
-	python -m lab down
+	$(LAB) down
 
 lab-status:
-	python -m lab status
+	$(LAB) status
 
 render:
 	ansible-playbook site.yml --tags render -e render_dir=$(RENDER_DIR)

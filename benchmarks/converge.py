@@ -23,9 +23,9 @@ import sys
 import tempfile
 import time
 
+from lab import ROOT, TOOLS
 from report import write_report
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PORT = 16446
 TARGETS = {"idempotent_s": 5.0, "first_converge_s": 20.0}
 RUNS = {
@@ -38,7 +38,7 @@ RUNS = {
 
 def lab(state, *args):
     subprocess.run([sys.executable, "-m", "lab", "--state-dir", state, *args], cwd=ROOT, check=True,
-                   env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True)
+                   env=dict(os.environ, PYTHONPATH=TOOLS), capture_output=True)
 
 
 def playbook(tree, state, args):

@@ -43,12 +43,10 @@ import time
 
 import yaml
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from lab.gateway_rig import MASTER_KEY, PROVIDER_KEYS, Gateway, Upstreams, render_gateway  # noqa: E402
-import gateway_realistic  # noqa: E402
-from report import write_report  # noqa: E402
+from lab import ROOT
+from testkit.gateway_rig import MASTER_KEY, PROVIDER_KEYS, Gateway, Upstreams, render_gateway
+import gateway_realistic
+from report import write_report
 
 # The reference system serves vLLM's model under its Hugging Face id; vLLM can
 # answer to several names (--served-model-name), so one FAKE serves both.
@@ -367,7 +365,7 @@ def main():
         })
     if realistic:
         report["realistic"] = {
-            "profile": "realistic (lab/timing_profiles.py)",
+            "profile": "realistic (tools/lab/timing_profiles.py)",
             "paperless_request": {"prompt_tokens": gateway_realistic.PAPERLESS_PROMPT_TOKENS,
                                   "answer_tokens": gateway_realistic.PAPERLESS_ANSWER_TOKENS, "stream": False},
             "probe_bound_s": probe_bound,

@@ -1,6 +1,6 @@
 """The gateway under real model timing: the rendered config and the reference
 system's config side by side, each in front of its own FAKE vLLM and FAKE
-Ollama timed by the lab's ``realistic`` profile (lab/timing_profiles.py: an
+Ollama timed by the lab's ``realistic`` profile (tools/lab/timing_profiles.py: an
 RTX 3060 with a 7B AWQ model, qwen2.5:3b on two CPU cores), run at the same
 time so that they share the machine's conditions.
 

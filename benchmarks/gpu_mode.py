@@ -7,7 +7,7 @@ The sequence runs twice on one LiteLLM proxy: the first round is cold (the
 proxy's first request for each model pays its warm-up), the second warm, as a
 long-running gateway is; the summary is the warm round's.
 
-The stand-in is the FAKE client boundary (lab/fakes/kube_client.py: the
+The stand-in is the FAKE client boundary (tools/testkit/kube_client.py: the
 rendered vLLM Deployment, a pod that becomes ready ``--load`` seconds after it
 is created, a FAKE vLLM over HTTP that serves what the ready pod serves) and the
 REAL LiteLLM proxy on the rendered config. Overhead = total time - the time the
@@ -30,16 +30,14 @@ import urllib.request
 
 import yaml
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, ".collections")]
-
-from ansible_collections.homelab.inference.plugins.module_utils import _gpu_mode  # noqa: E402
-from ansible_collections.homelab.inference.plugins.module_utils._gpu_switch import GpuModeSwitch  # noqa: E402
-from ansible_collections.homelab.inference.plugins.module_utils._service_http import ServiceEndpoint  # noqa: E402
-from ansible_collections.homelab.inference.plugins.modules import gpu_mode  # noqa: E402
-from lab.fakes.kube_client import FakeKube  # noqa: E402
-from lab.gateway_rig import MASTER_KEY, Gateway, Upstreams, render_gateway  # noqa: E402
-from report import write_report  # noqa: E402
+from lab import ROOT
+from ansible_collections.homelab.inference.plugins.module_utils import _gpu_mode
+from ansible_collections.homelab.inference.plugins.module_utils._gpu_switch import GpuModeSwitch
+from ansible_collections.homelab.inference.plugins.module_utils._service_http import ServiceEndpoint
+from ansible_collections.homelab.inference.plugins.modules import gpu_mode
+from testkit.kube_client import FakeKube
+from testkit.gateway_rig import MASTER_KEY, Gateway, Upstreams, render_gateway
+from report import write_report
 
 SEQUENCE = ["r1", "gaming", "ml", "ml"]  # the last one is a no-op
 

@@ -8,7 +8,7 @@ set -euo pipefail
 image=${IMAGE:-localhost/debian12-systemd:latest}
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 here=$(cd "$(dirname "$0")/.." && pwd)
-export CONTAINERS_CONF=${CONTAINERS_CONF:-$here/molecule/gpu_worker/containers.conf}
+export CONTAINERS_CONF=${CONTAINERS_CONF:-$here/extensions/molecule/gpu_worker/containers.conf}
 key=$(sha256sum "$here/scripts/build-debian-image.sh" | cut -c1-16)
 if podman image exists "$image" &&
    [ "$(podman image inspect --format '{{ index .Labels "homelab.inference.image-key" }}' "$image")" = "$key" ]; then

@@ -7,7 +7,7 @@ summary, stop the lab.
 
 A failure stops with the reason and leaves nothing running.
 
-The lab runs the ``realistic`` timing profile (lab/timing_profiles.py): every
+The lab runs the ``realistic`` timing profile (tools/lab/timing_profiles.py): every
 answer takes the time it takes on the reference hardware (an RTX 3060 for
 vLLM, two CPUs for Ollama), with the model loads at a tenth of theirs
 (``--load-scale 0.1``: R1 loads in 9 s instead of 90, a cold Ollama model in 9
@@ -16,7 +16,7 @@ real proportions. ``LAB_PROFILE`` and ``LAB_LOAD_SCALE`` change that
 (``LAB_LOAD_SCALE=1`` waits as long as the real loads).
 
 ``LAB_VLLM=real`` (``make demo LAB_VLLM=real``) runs the REAL vLLM CPU build on
-the lab's tiny models instead of the FAKE vLLM (lab/workloads/vllm_real.py;
+the lab's tiny models instead of the FAKE vLLM (tools/lab/workloads/vllm_real.py;
 docs/lab.md, "The real vLLM"): the answers are the tiny models' fixed texts and
 each vLLM start takes vLLM's own time, 25-75 s on two cores."""
 
@@ -46,7 +46,7 @@ def step(text):
 
 def lab(*args):
     subprocess.run([sys.executable, "-m", "lab", "--state-dir", STATE, *args], cwd=ROOT, check=True,
-                   env=dict(os.environ, PYTHONPATH=ROOT))
+                   env=dict(os.environ, PYTHONPATH=os.path.join(ROOT, "tools")))
 
 
 def playbook(*args):
@@ -123,7 +123,7 @@ def main():
             print("   vLLM loads take their own time; Ollama: profile %s, loads scaled by %s" % (PROFILE, LOAD_SCALE))
         else:
             step("Starting the local lab (a Kubernetes API emulator, FAKE GPU model servers, the REAL LiteLLM)")
-            print("   timing: profile %s, model loads scaled by %s (lab/timing_profiles.py)" % (PROFILE, LOAD_SCALE))
+            print("   timing: profile %s, model loads scaled by %s (tools/lab/timing_profiles.py)" % (PROFILE, LOAD_SCALE))
         lab("up", "--fresh", "--port", str(PORT), "--profile", PROFILE, "--load-scale", LOAD_SCALE)
         step("Converging site.yml on the lab")
         output, seconds = playbook("site.yml")

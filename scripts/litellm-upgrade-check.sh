@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The gateway's guarantees on the pinned LiteLLM and on the newest one: runs the
 # gateway tests (the REAL proxy in front of FAKE upstreams) in each version's venv,
-# then the molecule lab scenario's converge and its vLLM kill test (the whole stack
+# then the molecule lab scenario (default)'s converge and its vLLM kill test (the whole stack
 # on the lab, LiteLLM from that venv), and prints a pass/fail table per guarantee
 # per version. The lab scenario's port and state are used: not while `make test` runs.
 #   scripts/litellm-upgrade-check.sh            # pinned + newest installable release
@@ -29,14 +29,14 @@ for venv in "${venvs[@]}"; do
   "$venv/bin/python" -m pytest -q -p no:cacheprovider --junitxml="$out/$version.xml" "${tests[@]}" \
     >"$out/$version.log" 2>&1 || true
   tail -n 3 "$out/$version.log" >&2
-  # The same kill through the cluster: the molecule lab scenario's stack (the lab's kubelet
+  # The same kill through the cluster: the molecule lab scenario (default)'s stack (the lab's kubelet
   # runs the LiteLLM beside this venv's Python), then its kill test alone.
   echo "== litellm $version: molecule lab scenario, the kill test" >&2
-  if PATH="$venv/bin:$PATH" molecule converge -s lab >"$out/$version-molecule.log" 2>&1; then
+  if PATH="$venv/bin:$PATH" molecule converge -s default >"$out/$version-molecule.log" 2>&1; then
     PATH="$venv/bin:$PATH" "$venv/bin/python" -m pytest -q -p no:cacheprovider --junitxml="$out/$version-lab.xml" \
-      molecule/lab/tests/test_e2e.py -k test_vllm_killed >>"$out/$version-molecule.log" 2>&1 || true
+      extensions/molecule/default/tests/test_e2e.py -k test_vllm_killed >>"$out/$version-molecule.log" 2>&1 || true
   fi
-  PATH="$venv/bin:$PATH" molecule destroy -s lab >>"$out/$version-molecule.log" 2>&1 || true
+  PATH="$venv/bin:$PATH" molecule destroy -s default >>"$out/$version-molecule.log" 2>&1 || true
   grep -E '^[0-9]+ (passed|failed)|^ERROR|CRITICAL.*converge' "$out/$version-molecule.log" | tail -n 1 >&2 || true
 done
 "$pinned_venv/bin/python" - "$out" "${versions[@]}" <<'PY'

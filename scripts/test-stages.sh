@@ -3,7 +3,7 @@
 # scenario spends about half its time waiting on the lab's timed model servers,
 # so it overlaps well with the rest on a 2-core machine; a third lane made the
 # machine so busy that gateway deadlines failed. Labs running at once get their
-# own addresses (lab/address_slot.py) and ports.
+# own addresses (tools/lab/address_slot.py) and ports.
 # Each stage's output goes to $TEST_LOG_DIR/<stage>.log; a failed stage's log is
 # printed in full, and the run fails once every lane has stopped.
 set -euo pipefail

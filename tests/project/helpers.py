@@ -1,5 +1,5 @@
 """Helpers for the project-level tests: the playbooks, the rendered objects and the modules
-against FAKE servers from lab/fakes. They need the checkout, not just the
+against FAKE servers from tools/lab/fakes. They need the checkout, not just the
 collection artifact."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import json
 import pytest
 from ansible.module_utils.testing import patch_module_args
 
-from lab.playbook import ROOT
-from lab.playbook import ansible_playbook as run_playbook
+from lab import ROOT
+from testkit.playbook import ansible_playbook as run_playbook
 
 
 def run_module(module_main, capsys, **args):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 import urllib.request
 
-from lab.api_client import api_request
+from testkit.api_client import api_request
 from lab.cluster import Lab
-from lab.gateway_rig import free_port
+from testkit.gateway_rig import free_port
 
 
 def start_lab(tmp_path, load_delay=0.5, persist=False, profile="fast", **timing):

@@ -1,4 +1,4 @@
-"""Start and stop the REAL vLLM (lab/workloads/vllm_real.py) and the FAKE one (lab/workloads/vllm.py)
+"""Start and stop the REAL vLLM (tools/lab/workloads/vllm_real.py) and the FAKE one (tools/lab/workloads/vllm.py)
 for tests, with exactly the args the vllm role renders for a mode.
 
 Shared by test_vllm_real.py and test_vllm_conformance.py. The vLLM CPU venv is
@@ -18,9 +18,9 @@ import urllib.request
 import yaml
 
 from ansible_collections.homelab.inference.plugins.module_utils import _gpu_mode
-from lab.gateway_rig import free_port
+from lab import ROOT, TOOLS
+from testkit.gateway_rig import free_port
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 READY_TIMEOUT = 240  # measured 21-44 s on a 2-core machine; the first run also makes the tiny model (~5 s)
 FAKE_READY_TIMEOUT = 30  # the FAKE's load under LAB_PROFILE=fast
@@ -70,7 +70,7 @@ def serve(module, args, log_path, timeout, env=None):
     with open(log_path, "w") as log:
         process = subprocess.Popen([sys.executable, "-m", module] + _with_port(args, port), cwd=ROOT,
                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                   env=dict(os.environ, **(env or {})))
+                                   env=dict(os.environ, PYTHONPATH=TOOLS, **(env or {})))
     base = "http://127.0.0.1:%d" % port
     started = time.monotonic()
     try:

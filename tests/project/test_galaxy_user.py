@@ -20,14 +20,14 @@ import tarfile
 import pytest
 
 from helpers import ansible_playbook
-from lab.playbook import ROOT
+from lab import ROOT
 from lab_fixture import start_lab
 
 BIN = os.path.dirname(sys.executable)
 # What a Galaxy user must not get: the lab, the project's entry points and the dev tooling.
-NOT_SHIPPED = ("lab/", "molecule/", "benchmarks/", "scripts/", "inventories/", "tests/project/", "docs/lab.md",
-               "docs/development-notes.md", "README.md", "site.yml", "gpu_mode.yml", "verify.yml", "Makefile",
-               "ansible.cfg")
+NOT_SHIPPED = ("tools/", "extensions/molecule/", "molecule/", "benchmarks/", "scripts/", "inventories/",
+               "tests/project/", "docs/lab.md", "docs/development-notes.md", "README.md", "pyproject.toml",
+               "site.yml", "gpu_mode.yml", "verify.yml", "Makefile", "ansible.cfg")
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import threading
 
 import pytest
 
-from lab.gateway_rig import Gateway, Upstreams, render_gateway
+from testkit.gateway_rig import Gateway, Upstreams, render_gateway
 
 REQUESTS, CONCURRENCY, KILL_AT = 500, 16, 150
 

@@ -14,7 +14,7 @@ import os
 import pytest
 import yaml
 
-from lab.gateway_rig import Gateway, RedisServer, Upstreams, free_port, render_gateway
+from testkit.gateway_rig import Gateway, RedisServer, Upstreams, free_port, render_gateway
 from helpers import ROOT
 
 WINDOW, MAX_WAIT = 2, 3

@@ -1,7 +1,7 @@
 """The REAL LiteLLM proxy on the config the litellm role renders, in front of the
-REAL vLLM (vLLM CPU 0.32.0 on the lab's tiny models, lab/workloads/vllm_real.py)
+REAL vLLM (vLLM CPU 0.32.0 on the lab's tiny models, tools/lab/workloads/vllm_real.py)
 started with exactly the args the vllm role renders for a mode; Ollama and the
-cloud tiers are the FAKEs of lab/gateway_rig.py.
+cloud tiers are the FAKEs of tools/testkit/gateway_rig.py.
 
 One real vLLM at a time, on one port the rendered config points at: ml first,
 killed (SIGKILL to its process group: the API server and its engine core) for
@@ -23,7 +23,7 @@ import pytest
 
 from helpers import ROOT
 from lab import tiny_model
-from lab.gateway_rig import Gateway, Upstreams, free_port, render_gateway, streamed_text
+from testkit.gateway_rig import Gateway, Upstreams, free_port, render_gateway, streamed_text
 from real_vllm import READY_TIMEOUT, role_args
 
 pytestmark = pytest.mark.real_vllm

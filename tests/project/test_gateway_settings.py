@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from lab.gateway_rig import Gateway, Upstreams, render_gateway
+from testkit.gateway_rig import Gateway, Upstreams, render_gateway
 
 SETTINGS = "inference_gateway.json"
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from helpers import ROOT
-from lab.gateway_rig import Gateway, Upstreams, parse_sse, render_gateway, streamed_text
+from testkit.gateway_rig import Gateway, Upstreams, parse_sse, render_gateway, streamed_text
 
 PROBE_INTERVAL = 2  # litellm_probe_interval
 PROBE_FAILURES = 2  # litellm_probe_failures

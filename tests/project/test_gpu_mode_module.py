@@ -19,9 +19,9 @@ from ansible_collections.homelab.inference.plugins.module_utils._kube_access imp
 from ansible_collections.homelab.inference.plugins.module_utils._service_http import ServiceEndpoint
 from ansible_collections.homelab.inference.plugins.modules import gpu_mode
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule
-from lab.fakes.kube_client import FakeKube
+from testkit.kube_client import FakeKube
 from helpers import ROOT
-from lab.gateway_rig import MASTER_KEY, Gateway, Upstreams, render_gateway
+from testkit.gateway_rig import MASTER_KEY, Gateway, Upstreams, render_gateway
 
 
 def catalog():

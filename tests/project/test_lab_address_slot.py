@@ -8,7 +8,7 @@ import pytest
 
 from lab import address_slot
 from lab.cluster import Lab
-from lab.gateway_rig import SERVER_PORTS, free_port
+from testkit.gateway_rig import SERVER_PORTS, free_port
 
 
 def congruent_ports():

@@ -1,4 +1,4 @@
-"""The lab's FAKE cloud providers (lab/external.py): under their API host names in the lab's DNS, each accepting
+"""The lab's FAKE cloud providers (tools/lab/external.py): under their API host names in the lab's DNS, each accepting
 only the key the lab keeps for it, and refusing any other as the real provider does."""
 
 from __future__ import annotations

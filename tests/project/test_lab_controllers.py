@@ -12,7 +12,8 @@ import sys
 import pytest
 
 from helpers import ROOT
-from lab.gateway_rig import free_port
+from lab import TOOLS
+from testkit.gateway_rig import free_port
 from lab_fixture import DEVICE_PLUGIN, call, service, start_lab, vllm_deployment, wait_for
 
 DEPLOYMENTS = "/apis/apps/v1/namespaces/ml/deployments"
@@ -135,7 +136,7 @@ def listening(prefixes):
 
 def test_lab_down_leaves_no_process_and_no_port(tmp_path):
     state, port = str(tmp_path / "cli-lab"), free_port()
-    env = dict(os.environ, PYTHONPATH=ROOT)
+    env = dict(os.environ, PYTHONPATH=TOOLS)
     lab = [sys.executable, "-m", "lab", "--state-dir", state]
     up = subprocess.run(lab + ["up", "--port", str(port), "--profile", "fast", "--load-delay", "0.2"], cwd=ROOT,
                         env=env, capture_output=True, text=True, timeout=60)

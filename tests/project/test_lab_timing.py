@@ -1,4 +1,4 @@
-"""The lab's FAKE model servers keep the time real ones take (lab/timing_profiles.py).
+"""The lab's FAKE model servers keep the time real ones take (tools/lab/timing_profiles.py).
 
 No wall-clock thresholds here: each test checks the ORDER of what happened (the
 server's own progress, read while the client waits) or the structure of the

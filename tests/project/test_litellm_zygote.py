@@ -9,11 +9,10 @@ import time
 
 import pytest
 
-from lab import litellm_zygote
-from lab.gateway_rig import free_port
+from lab import ROOT, TOOLS, litellm_zygote
 from lab.litellm_proxy import LiteLLMProxy
+from testkit.gateway_rig import free_port
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.mark.parametrize("fork", ["1", "0"], ids=["forked", "litellm-script"])
@@ -40,7 +39,7 @@ def test_a_zygote_whose_parent_is_gone_exits_at_once(tmp_path):
          "                          stdin=subprocess.PIPE, stdout=subprocess.PIPE)\n"
          "assert zygote.stdout.readline() == b'ready\\n'\n"
          "print(zygote.pid)\n", str(tmp_path / "socket")],
-        cwd=ROOT, env=dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="False"), capture_output=True, text=True,
+        cwd=ROOT, env=dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="False", PYTHONPATH=TOOLS), capture_output=True, text=True,
         check=True, timeout=120)
     pid = int(parent.stdout)
     deadline = time.monotonic() + 5  # the cost map fetch alone retries for ~7 s

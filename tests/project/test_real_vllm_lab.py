@@ -1,6 +1,6 @@
 """The lab on the REAL vLLM (LAB_VLLM=real): site.yml converges it, and gpu_mode
 switches ml -> r1 -> gaming -> ml, each switch verified by the module against
-vLLM CPU 0.32.0 serving the lab's tiny models (lab/workloads/vllm_real.py).
+vLLM CPU 0.32.0 serving the lab's tiny models (tools/lab/workloads/vllm_real.py).
 
 The lab runs in this process, so LAB_VLLM set here is what its kubelet sees. The
 first tests are quick (no vLLM runs) and are part of `make test`; the round trip
@@ -17,8 +17,8 @@ import time
 import pytest
 
 from helpers import ROOT, ansible_playbook, gpu_mode_result
-from lab import tiny_model
-from lab.gateway_rig import free_port
+from lab import TOOLS, tiny_model
+from testkit.gateway_rig import free_port
 from lab_fixture import call, start_lab
 
 SERVED = {"ml": "vllm-qwen", "r1": "vllm-r1"}
@@ -69,7 +69,7 @@ def test_a_bad_lab_vllm_value_stops_the_lab_at_start(tmp_path, monkeypatch):
         start_lab(tmp_path)
     result = subprocess.run([sys.executable, "-m", "lab", "--state-dir", str(tmp_path / "cli"), "up",
                              "--port", str(free_port())], cwd=ROOT, capture_output=True, text=True, timeout=60,
-                            env=dict(os.environ, LAB_VLLM="rael", PYTHONPATH=ROOT))
+                            env=dict(os.environ, LAB_VLLM="rael", PYTHONPATH=TOOLS))
     assert result.returncode == 2, result.stdout + result.stderr
     assert "The lab cannot start: LAB_VLLM='rael': use real or fake" in result.stderr
     assert not os.path.exists(tmp_path / "cli" / "lab.pid"), "nothing was started"

