@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Generate the docs that must never drift from their source.
 
+- the model keys in roles/catalog/meta/argument_specs.yml from MODEL_KEY_TABLE in
+  plugins/module_utils/_catalog.py (where the preflight checks them), so they are described once;
 - roles/<role>/README.md from the role's meta/argument_specs.yml;
 - the model availability table in docs/clients.md from the catalog.
 
@@ -15,6 +17,7 @@ import json
 import os
 import re
 import sys
+import textwrap
 
 import yaml
 
@@ -27,6 +30,9 @@ CATALOG = os.path.join(ROOT, "roles", "catalog", "defaults", "main.yml")
 CLIENT_GUIDE = os.path.join(ROOT, "docs", "clients.md")
 BEGIN = "<!-- BEGIN GENERATED: model availability (scripts/gen_docs.py) -->"
 END = "<!-- END GENERATED: model availability -->"
+CATALOG_SPEC = os.path.join(ROOT, "roles", "catalog", "meta", "argument_specs.yml")
+KEYS_BEGIN = "# BEGIN GENERATED: model keys (scripts/gen_docs.py, from MODEL_KEY_TABLE in plugins/module_utils/_catalog.py)"
+KEYS_END = "# END GENERATED: model keys"
 GENERATED_NOTE = "Generated from `meta/argument_specs.yml` by `scripts/gen_docs.py`; edit the spec, not this file."
 
 
@@ -121,15 +127,47 @@ def availability_table(catalog):
     return "\n".join(rows + mode_rows)
 
 
+def between(text, begin, end, body, path):
+    """``text`` with the lines between the ``begin`` and ``end`` marker lines replaced by ``body``."""
+    lines = text.split("\n")
+    starts = [i for i, line in enumerate(lines) if line.strip() == begin]
+    ends = [i for i, line in enumerate(lines) if line.strip() == end]
+    if len(starts) != 1 or len(ends) != 1 or ends[0] < starts[0]:
+        sys.exit("%s lacks the generated-block markers %r and %r" % (path, begin, end))
+    return "\n".join(lines[:starts[0] + 1] + body + lines[ends[0]:])
+
+
+def model_keys_items(indent):
+    """The model keys as YAML list items: JSON strings, which are YAML double-quoted scalars, folded at spaces."""
+    items = []
+    for doc in _catalog.model_key_docs():
+        wrapped = textwrap.wrap(json.dumps(doc), 116 - len(indent), break_long_words=False, break_on_hyphens=False)
+        items.append(indent + "- " + wrapped[0])
+        items.extend(indent + "  " + part for part in wrapped[1:])
+    return items
+
+
+def catalog_spec():
+    with open(CATALOG_SPEC) as handle:
+        text = handle.read()
+    marker = next((line for line in text.split("\n") if line.strip() == KEYS_BEGIN), None)
+    if marker is None:
+        sys.exit("%s lacks the generated-block markers" % CATALOG_SPEC)
+    indent = marker[:len(marker) - len(marker.lstrip())]
+    return between(text, KEYS_BEGIN, KEYS_END, model_keys_items(indent), CATALOG_SPEC)
+
+
 def targets():
     """(path, wanted content) for every generated file."""
-    out = []
+    spec_text = catalog_spec()
+    out = [(CATALOG_SPEC, spec_text)]
     roles_dir = os.path.join(ROOT, "roles")
     for role in sorted(os.listdir(roles_dir)):
         spec_file = os.path.join(roles_dir, role, "meta", "argument_specs.yml")
         if os.path.exists(spec_file):
             with open(spec_file) as handle:
-                out.append((os.path.join(roles_dir, role, "README.md"), role_readme(role, yaml.safe_load(handle))))
+                specs = yaml.safe_load(spec_text if spec_file == CATALOG_SPEC else handle.read())
+            out.append((os.path.join(roles_dir, role, "README.md"), role_readme(role, specs)))
     with open(CATALOG) as handle:
         table = availability_table(yaml.safe_load(handle))
     with open(CLIENT_GUIDE) as handle:
