@@ -71,11 +71,12 @@ def test_the_driver_table_knows_the_deployed_tag():
     assert requirement["tag"] == "v" + pinned_cpu_version()
 
 
-def test_the_nvidia_driver_fallback_image_is_the_catalogs():
-    """Used without the catalog, nvidia_driver checks the branch against the same image."""
+def test_the_nvidia_driver_takes_the_catalogs_image_and_pins_none_of_its_own():
+    """nvidia_driver checks the branch against the catalog's image: it depends on the catalog role
+    (whose defaults are the example catalog), so there is no second pin to drift."""
     default = load_yaml("roles", "nvidia_driver", "defaults", "main.yml")["nvidia_driver_vllm_image"]
     spec = load_yaml("roles", "nvidia_driver", "meta", "argument_specs.yml")
     spec_default = spec["argument_specs"]["main"]["options"]["nvidia_driver_vllm_image"]["default"]
-    expected = "{{ inference_vllm_image | default('%s') }}" % catalog_image()
-    assert default == expected
-    assert spec_default == expected
+    assert default == spec_default == "{{ inference_vllm_image }}"
+    dependencies = load_yaml("roles", "nvidia_driver", "meta", "main.yml")["dependencies"]
+    assert {"role": "homelab.inference.catalog"} in dependencies

@@ -95,10 +95,23 @@ def test_a_missing_ollama_model_fails():
     assert verify()[0] == 0
 
 
+def plugin_backing_off(restarts):
+    """The device plugin's container waits in CrashLoopBackOff after at least ``restarts`` restarts."""
+    pods = api("GET", "/api/v1/namespaces/kube-system/pods"
+                      "?labelSelector=app.kubernetes.io%2Fname%3Dnvidia-device-plugin")
+    statuses = [s for p in pods[1]["items"] for s in (p.get("status") or {}).get("containerStatuses") or []]
+    return any(((s.get("state") or {}).get("waiting") or {}).get("reason") == "CrashLoopBackOff"
+               and s.get("restartCount", 0) >= restarts for s in statuses)
+
+
 def test_no_gpu_advertised_by_the_node_fails():
     api("POST", "/lab/faults/device-plugin", {"fail": "ERROR_LIBRARY_NOT_FOUND"})
     try:
         wait(lambda: gpu_allocatable() == "0")
+        # Between two back-offs the plugin runs for a moment ("restarting", rightly); the lab's kubelet
+        # doubles its back-off from 1 s, so after 4 restarts the plugin waits 8 s, longer than verify
+        # takes to read it: the state asserted below is the one verify sees.
+        wait(lambda: plugin_backing_off(4))
         code, failures, summary, output = verify()
         assert code != 0
         line = only_failure(failures, "GPU node: lab-gpu advertises no nvidia.com/gpu; device plugin "
