@@ -36,7 +36,8 @@ def rebooted(tmp_path_factory):
     os.makedirs(str(base / "tmp"))
     env = {"LAB_STATE_DIR": lab.state_dir, "TMPDIR": str(base / "tmp")}
     try:
-        converge = ansible_playbook("site.yml", env=env)
+        # verify.yml's checks are not the point here (the lab scenario runs them).
+        converge = ansible_playbook("site.yml", "--skip-tags", "verify", env=env)
         assert converge.returncode == 0, converge.stdout[-3000:]
         switched = gpu_mode(env, "gaming")
         assert switched["changed"] is True and not switched.get("failed"), switched
@@ -65,7 +66,7 @@ def test_a_gpu_free_mode_survives_a_reboot(rebooted):
 
 
 def test_site_yml_after_the_reboot_keeps_the_mode(rebooted):
-    result = ansible_playbook("site.yml", env=rebooted["env"])
+    result = ansible_playbook("site.yml", "--skip-tags", "verify", env=rebooted["env"])
     assert result.returncode == 0, result.stdout[-3000:]
     deployment = call(rebooted["lab"], "GET", DEPLOYMENT)[1]
     assert (deployment["spec"]["replicas"], deployment["metadata"]["labels"][MODE_LABEL]) == (0, "gaming")

@@ -48,7 +48,8 @@ def converged(tmp_path_factory):
     os.makedirs(str(base / "tmp"))
     env = {"LAB_STATE_DIR": lab.state_dir, "TMPDIR": str(base / "tmp")}
     try:
-        result = ansible_playbook("site.yml", env=env)
+        # verify.yml's checks are not the point here (the lab scenario runs them).
+        result = ansible_playbook("site.yml", "--skip-tags", "verify", env=env)
         assert result.returncode == 0, result.stdout[-3000:]
         yield {"lab": lab, "env": env}
     finally:

@@ -95,11 +95,14 @@ def test_a_missing_ollama_model_fails():
     assert verify()[0] == 0
 
 
+def plugin_pods():
+    return api("GET", "/api/v1/namespaces/kube-system/pods"
+                      "?labelSelector=app.kubernetes.io%2Fname%3Dnvidia-device-plugin")[1]["items"]
+
+
 def plugin_backing_off(restarts):
     """The device plugin's container waits in CrashLoopBackOff after at least ``restarts`` restarts."""
-    pods = api("GET", "/api/v1/namespaces/kube-system/pods"
-                      "?labelSelector=app.kubernetes.io%2Fname%3Dnvidia-device-plugin")
-    statuses = [s for p in pods[1]["items"] for s in (p.get("status") or {}).get("containerStatuses") or []]
+    statuses = [s for p in plugin_pods() for s in (p.get("status") or {}).get("containerStatuses") or []]
     return any(((s.get("state") or {}).get("waiting") or {}).get("reason") == "CrashLoopBackOff"
                and s.get("restartCount", 0) >= restarts for s in statuses)
 
@@ -119,6 +122,10 @@ def test_no_gpu_advertised_by_the_node_fails():
         assert "CrashLoopBackOff" in line and "read the device plugin's log" in line
     finally:
         api("POST", "/lab/faults/device-plugin", {"fail": None})
+        # As an operator would: delete the backing-off pod; its DaemonSet starts a fresh one at once
+        # instead of after the back-off.
+        for pod in plugin_pods():
+            api("DELETE", "/api/v1/namespaces/kube-system/pods/%s" % pod["metadata"]["name"])
     wait(lambda: gpu_allocatable() == "1")
 
 
