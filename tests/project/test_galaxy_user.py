@@ -24,6 +24,15 @@ from lab import ROOT
 from lab_fixture import start_lab
 
 BIN = os.path.dirname(sys.executable)
+
+
+def users_environment(**values):
+    """The environment of someone who installed the collection: no checkout on the Python path
+    (scripts/env.sh puts this checkout's collection there for a developer's shell)."""
+    env = dict(os.environ, **values)
+    env.pop("PYTHONPATH", None)
+    env.pop("ANSIBLE_CONFIG", None)
+    return env
 # What a Galaxy user must not get: the lab, the project's entry points and the dev tooling.
 NOT_SHIPPED = ("tools/", "extensions/molecule/", "molecule/", "benchmarks/", "scripts/", "inventories/",
                "tests/project/", "docs/lab.md", "docs/development-notes.md", "README.md", "pyproject.toml",
@@ -35,7 +44,7 @@ def installed(tmp_path_factory):
     """(collections path, tarball members) of the built collection installed on its own."""
     base = tmp_path_factory.mktemp("galaxy")
     build = subprocess.run([os.path.join(BIN, "ansible-galaxy"), "collection", "build", ROOT, "--output-path",
-                            str(base)], capture_output=True, text=True, cwd=str(base))
+                            str(base)], capture_output=True, text=True, cwd=str(base), env=users_environment())
     assert build.returncode == 0, build.stdout + build.stderr
     tarball = next(str(p) for p in base.iterdir() if p.name.endswith(".tar.gz"))
     with tarfile.open(tarball) as archive:
@@ -46,7 +55,7 @@ def installed(tmp_path_factory):
     # checkout into ~/.ansible/collections) must not make the install a no-op.
     install = subprocess.run([os.path.join(BIN, "ansible-galaxy"), "collection", "install", tarball, "-p",
                               str(collections), "--no-deps"], capture_output=True, text=True, cwd=str(base),
-                             env=dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(collections)))
+                             env=users_environment(ANSIBLE_COLLECTIONS_PATH=str(collections)))
     assert install.returncode == 0, install.stdout + install.stderr
     return str(collections), members
 
@@ -60,9 +69,8 @@ def user(installed, tmp_path_factory):
     shutil.copytree(os.path.join(ROOT, "inventories", "lab", "group_vars"), str(home / "group_vars"))
     lab = start_lab(home, load_delay=0.5)
     # PWD as the user's shell sets it: a relative render_dir is relative to it.
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=collections, LAB_STATE_DIR=lab.state_dir, PWD=str(home),
-               ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
-    env.pop("ANSIBLE_CONFIG", None)
+    env = users_environment(ANSIBLE_COLLECTIONS_PATH=collections, LAB_STATE_DIR=lab.state_dir, PWD=str(home),
+                            ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
 
     def run(*args, callback=None):
         run_env = dict(env, ANSIBLE_STDOUT_CALLBACK=callback) if callback else env
