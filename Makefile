@@ -9,7 +9,7 @@ VENV := $(shell ./scripts/venv.sh)
 export PATH := $(VENV)/bin:$(PATH)
 RENDER_DIR ?= render
 
-.PHONY: demo test test-real-vllm litellm-upgrade-check lint sanity pytest pytest-first pytest-rest molecule molecule-lab molecule-gpu-worker render docs system-deps lab-up lab-down lab-status
+.PHONY: demo test test-real-vllm litellm-upgrade-check lint sanity pytest molecule molecule-lab molecule-gpu-worker render docs system-deps lab-up lab-down lab-status
 
 test:
 	./scripts/test-stages.sh
@@ -21,23 +21,8 @@ lint:
 sanity:
 	./scripts/sanity.sh
 
-PYTEST := pytest -q -n auto --dist loadfile --durations=25 -m "not real_vllm"
-# `make test` runs the tests in two parts, one per lane (scripts/test-stages.sh): the first beside
-# the molecule lab scenario, the rest after it, beside gpu_worker, so that both lanes take about
-# as long. The first part is the gateway's tests on the REAL LiteLLM and the ones that need no lab
-# (about 55% of the work, 2026-11-30); the rest is every other file, so a new one lands there.
-PYTEST_FIRST := tests/unit $(wildcard tests/project/test_gateway*.py) tests/project/test_litellm_zygote.py \
-	tests/project/test_host_preflight.py tests/project/test_preflight.py tests/project/test_homelab_inventory.py \
-	tests/project/test_paperless_env_sync.py tests/project/test_role_specs.py tests/project/test_vllm_version_pin.py
-
 pytest: system-deps
-	$(PYTEST) tests/unit tests/project
-
-pytest-first: system-deps
-	$(PYTEST) $(PYTEST_FIRST)
-
-pytest-rest: system-deps
-	$(PYTEST) tests/project $(addprefix --ignore=,$(filter tests/project/%,$(PYTEST_FIRST)))
+	pytest -q -n auto --dist loadfile --durations=25 -m "not real_vllm" tests/unit tests/project
 
 # The tests marked real_vllm and the real_vllm molecule scenario: the REAL vLLM CPU build on
 # the lab's tiny models (the FAKE vLLM against it, the gpu_mode round trip ml -> r1 -> gaming

@@ -27,10 +27,11 @@ lane() {  # the stages in order; a failure stops the lane
 
 began=$(date +%s)
 failed=0
-# Two stages at any time, the lanes about as long: the molecule lab scenario beside lint, sanity
-# and the first part of pytest; then gpu_worker beside the rest of pytest (Makefile: PYTEST_FIRST).
-lane lint sanity pytest-first molecule-gpu-worker &
-lane molecule-lab pytest-rest &
+lane lint sanity pytest &
+lane molecule-lab &
+# The gpu_worker scenario starts when the first lane is done, so two stages run at any time.
+wait -n || failed=1
+lane molecule-gpu-worker &
 wait -n || failed=1
 wait -n || failed=1
 
