@@ -172,11 +172,7 @@ def targets():
         table = availability_table(yaml.safe_load(handle))
     with open(CLIENT_GUIDE) as handle:
         guide = handle.read()
-    if BEGIN not in guide or END not in guide:
-        sys.exit("%s lacks the generated-table markers" % CLIENT_GUIDE)
-    before, rest = guide.split(BEGIN, 1)
-    after = rest.split(END, 1)[1]
-    out.append((CLIENT_GUIDE, before + BEGIN + "\n" + table + "\n" + END + after))
+    out.append((CLIENT_GUIDE, between(guide, BEGIN, END, table.split("\n"), CLIENT_GUIDE)))
     return out
 
 

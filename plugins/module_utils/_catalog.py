@@ -10,6 +10,7 @@ Private to the collection. Everything here is a pure function of the catalog
 
 from __future__ import annotations
 
+import collections
 import re
 
 # Backends that run inside the cluster, and where each one is reached.
@@ -32,38 +33,38 @@ RESERVED_MODES = ("status",)
 # that may use it or None, required, what it means). The preflight checks entries against it,
 # and the catalog role's argument spec documents the keys from it (scripts/gen_docs.py writes
 # that part of the spec; a test fails when it is stale).
+ModelKey = collections.namedtuple("ModelKey", "key types backend required text")
 MODEL_KEY_TABLE = (
-    ("name", str, None, True, "Unique; the name clients ask LiteLLM for (letters, digits and . _ : / -)."),
-    ("backend", str, None, True, "Who serves it: vllm, ollama, openai, groq, gemini or mistral."),
-    ("model", str, None, True, "The model's id at its backend (a Hugging Face id for vllm, a tag for ollama)."),
-    ("context", int, None, True,
-     "Tokens, prompt and answer together, the backend serves for the model: vLLM's C(--max-model-len) for vllm "
-     "models (so C(vllm_args) may not set that flag), the context Ollama gives an OpenAI-compatible request for "
-     "ollama models (its C(OLLAMA_CONTEXT_LENGTH), 4096 by default in Ollama 0.13.5), the provider's context "
-     "window for cloud models. A client's prompt must fit the smallest context of the models that may answer it "
-     "(the model and the chain tiers after it); Paperless-AI's C(TOKEN_LIMIT) and C(RESPONSE_TOKENS) are derived "
-     "from it."),
-    ("timeout", (int, float), None, False, "Seconds a healthy answer may take before LiteLLM gives up on it."),
-    ("parallel", bool, None, False, "A cloud model asked for by name that never joins the fallback chain."),
-    ("requests_per_minute", int, None, False, "The provider's free-tier quota per minute; LiteLLM keeps within it."),
-    ("requests_per_day", int, None, False, "The provider's free-tier quota per day; LiteLLM keeps within it."),
-    ("description", str, None, False, "What the model is for, shown in the client guide's table."),
-    ("tokenizer", str, "vllm", False, "The Hugging Face tokenizer, when the model repository has none of its own."),
-    ("reasoning", bool, "vllm", False, "A reasoning model: vLLM parses its thinking apart from its answer."),
-    ("reasoning_parser", str, "vllm", False, "vLLM's reasoning parser for it (deepseek_r1 when not given)."),
-    ("vllm_args", list, "vllm", False, "Extra vLLM arguments for this model, as strings."),
-    ("keep_alive", (str, int), "ollama", False,
-     "How long Ollama keeps the model loaded after the ollama role loads it and after each request: -1 for good, "
-     "or a duration such as 24h, 30m or 3600 (seconds); not 0."),
+    ModelKey("name", str, None, True, "Unique; the name clients ask LiteLLM for (letters, digits and . _ : / -)."),
+    ModelKey("backend", str, None, True, "Who serves it: vllm, ollama, openai, groq, gemini or mistral."),
+    ModelKey("model", str, None, True, "The model's id at its backend (a Hugging Face id for vllm, a tag for ollama)."),
+    ModelKey("context", int, None, True,
+             "Tokens, prompt and answer together, the backend serves for the model: vLLM's C(--max-model-len) for vllm "
+             "models (so C(vllm_args) may not set that flag), the context Ollama gives an OpenAI-compatible request for "
+             "ollama models (its C(OLLAMA_CONTEXT_LENGTH), 4096 by default in Ollama 0.13.5), the provider's context "
+             "window for cloud models. A client's prompt must fit the smallest context of the models that may answer it "
+             "(the model and the chain tiers after it); Paperless-AI's C(TOKEN_LIMIT) and C(RESPONSE_TOKENS) are derived "
+             "from it."),
+    ModelKey("timeout", (int, float), None, False, "Seconds a healthy answer may take before LiteLLM gives up on it."),
+    ModelKey("parallel", bool, None, False, "A cloud model asked for by name that never joins the fallback chain."),
+    ModelKey("requests_per_minute", int, None, False, "The provider's free-tier quota per minute; LiteLLM keeps within it."),
+    ModelKey("requests_per_day", int, None, False, "The provider's free-tier quota per day; LiteLLM keeps within it."),
+    ModelKey("description", str, None, False, "What the model is for, shown in the client guide's table."),
+    ModelKey("tokenizer", str, "vllm", False, "The Hugging Face tokenizer, when the model repository has none of its own."),
+    ModelKey("reasoning", bool, "vllm", False, "A reasoning model: vLLM parses its thinking apart from its answer."),
+    ModelKey("reasoning_parser", str, "vllm", False, "vLLM's reasoning parser for it (deepseek_r1 when not given)."),
+    ModelKey("vllm_args", list, "vllm", False, "Extra vLLM arguments for this model, as strings."),
+    ModelKey("keep_alive", (str, int), "ollama", False,
+             "How long Ollama keeps the model loaded after the ollama role loads it and after each request: -1 for good, "
+             "or a duration such as 24h, 30m or 3600 (seconds); not 0."),
 )
-MODEL_KEYS = {key: types for key, types, dummy_backend, dummy_required, dummy_text in MODEL_KEY_TABLE}
-VLLM_ONLY_KEYS = tuple(key for key, dummy, backend, dummy_required, dummy_text in MODEL_KEY_TABLE if backend == "vllm")
-OLLAMA_ONLY_KEYS = tuple(key for key, dummy, backend, dummy_required, dummy_text in MODEL_KEY_TABLE
-                         if backend == "ollama")
+MODEL_KEYS = {entry.key: entry.types for entry in MODEL_KEY_TABLE}
+VLLM_ONLY_KEYS = tuple(entry.key for entry in MODEL_KEY_TABLE if entry.backend == "vllm")
+OLLAMA_ONLY_KEYS = tuple(entry.key for entry in MODEL_KEY_TABLE if entry.backend == "ollama")
 # vLLM's parser for the DeepSeek-R1 family, the reference system's reasoning model.
 DEFAULT_REASONING_PARSER = "deepseek_r1"
 MODE_KEYS = {"vllm_model": (str, type(None)), "description": str}
-REQUIRED_MODEL_KEYS = tuple(key for key, dummy, dummy_backend, required, dummy_text in MODEL_KEY_TABLE if required)
+REQUIRED_MODEL_KEYS = tuple(entry.key for entry in MODEL_KEY_TABLE if entry.required)
 # vLLM's flag for the context; the catalog's ``context`` is its only source.
 MAX_MODEL_LEN_FLAG = "--max-model-len"
 
@@ -87,14 +88,14 @@ _DOC_TYPES = {int: "integer", str: "string", bool: "boolean", list: "list"}
 def model_key_docs():
     """The model keys as documentation lines (Ansible doc markup), in the table's order."""
     lines = []
-    for key, types, backend, required, text in MODEL_KEY_TABLE:
-        types = types if isinstance(types, tuple) else (types,)
+    for entry in MODEL_KEY_TABLE:
+        types = entry.types if isinstance(entry.types, tuple) else (entry.types,)
         facts = ["number" if float in types else " or ".join(_DOC_TYPES[t] for t in types)]
-        if required:
+        if entry.required:
             facts.append("required")
-        if backend:
-            facts.append("%s models only" % backend)
-        lines.append("C(%s) (%s): %s" % (key, ", ".join(facts), text))
+        if entry.backend:
+            facts.append("%s models only" % entry.backend)
+        lines.append("C(%s) (%s): %s" % (entry.key, ", ".join(facts), entry.text))
     return lines
 
 
