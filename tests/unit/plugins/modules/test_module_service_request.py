@@ -77,13 +77,11 @@ def test_one_request_returns_its_answer_and_never_the_key(monkeypatch, capsys):
 
 def test_several_requests_go_out_together_and_come_back_in_order(monkeypatch, capsys):
     stub = StubGateway(delays={"vllm-qwen": 0.6, "ollama-qwen": 0.6, "openai-gpt4o": 0.6})
-    began = time.monotonic()
     result, output = run(monkeypatch, capsys, stub, api_key=KEY, timeout=30,
                          requests=[chat("vllm-qwen", 70), chat("ollama-qwen"), chat("openai-gpt4o", 40)])
-    elapsed = time.monotonic() - began
+    # All three were in flight at once (each answer takes 0.6 s, so one after the other never overlap),
+    # on one client set up before the threads.
     assert stub.most_in_flight == 3 and stub.connected == 1
-    # Three 0.6 s answers one after the other would take 1.8 s.
-    assert elapsed < 1.5, elapsed
     assert [a["json"]["model"] for a in result["answers"]] == ["vllm-qwen", "ollama-qwen", "openai-gpt4o"]
     # Each request's own timeout, the module's where it gives none.
     assert sorted(c[3] for c in stub.calls) == [30, 40, 70]
