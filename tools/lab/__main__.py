@@ -12,6 +12,7 @@
     python -m lab fault gpu-driver [--version 535.261.03]   (no version: the lab's default driver)
     python -m lab fault device-plugin [--fail "ERROR_LIBRARY_NOT_FOUND"]   (no --fail: healed)
     python -m lab fault paperless-ai-retries [--attempts 2 --delay 0.5]   (none: the app's 60 x 5 s)
+    python -m lab port-forward [-n ai] svc/litellm 4000[:4000]   (kubectl port-forward's stand-in)
 
 ``up`` starts the lab in the background (its own process group, pid file in
 the state dir) and prints the kubeconfig and the endpoints; ``down`` stops it
@@ -38,7 +39,7 @@ import time
 import urllib.error
 import urllib.request
 
-from lab import ROOT, TOOLS, timing_profiles
+from lab import ROOT, TOOLS, port_forward, timing_profiles
 
 DEFAULT_STATE = os.path.join(ROOT, ".lab")
 
@@ -221,6 +222,14 @@ def cmd_fault(args):
     return 0
 
 
+def cmd_port_forward(args):
+    port = read_port(os.path.abspath(args.state_dir))
+    if not port:
+        print("The lab is down.", file=sys.stderr)
+        return 3
+    return port_forward.serve(port, args.namespace, args.target, args.ports, args.address)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m lab", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -265,8 +274,14 @@ def main(argv=None):
     kill = faults.add_parser("kill")
     kill.add_argument("--app", required=True)
     kill.add_argument("--namespace", default="ml")
+    forward = commands.add_parser("port-forward", help="relay local ports to a pod or Service (kubectl's arguments)")
+    forward.add_argument("-n", "--namespace", default="default")
+    forward.add_argument("--address", default="127.0.0.1")
+    forward.add_argument("target", help="pod/NAME or svc/NAME")
+    forward.add_argument("ports", nargs="+", help="LOCAL[:REMOTE]")
     args = parser.parse_args(argv)
-    handler = {"up": cmd_up, "serve": cmd_serve, "down": cmd_down, "status": cmd_status, "fault": cmd_fault}
+    handler = {"up": cmd_up, "serve": cmd_serve, "down": cmd_down, "status": cmd_status, "fault": cmd_fault,
+               "port-forward": cmd_port_forward}
     return handler[args.command](args) or 0
 
 

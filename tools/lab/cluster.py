@@ -219,10 +219,11 @@ class Lab:
                 pod["status"] = status
                 self.store.put("pods", pod)
 
-    def container_log(self, pod, container):
-        """What a container wrote (all its runs), or None when it never started."""
+    def container_log(self, pod, container, previous=False):
+        """What a container wrote in its current run (or, with ``previous``, the run before, which the
+        kubelet keeps until the next restart), or None when there is no such run."""
         path = os.path.join(self.state_dir, "pods", pod["metadata"]["namespace"], pod["metadata"]["name"],
-                            "%s.log" % container)
+                            "%s.%s" % (container, "previous.log" if previous else "log"))
         try:
             with open(path, encoding="utf-8", errors="replace") as handle:
                 return handle.read()

@@ -288,7 +288,11 @@ class PodWorker(threading.Thread):
             self.after_exit(container, 128, time.monotonic())
             return
         env.update(extra)
-        log = open(os.path.join(self.dir, "%s.log" % container.spec["name"]), "ab")
+        log_path = os.path.join(self.dir, "%s.log" % container.spec["name"])
+        if container.last_state and os.path.exists(log_path):
+            # A restart: the kubelet keeps the last terminated run's log for `kubectl logs --previous`.
+            os.replace(log_path, os.path.join(self.dir, "%s.previous.log" % container.spec["name"]))
+        log = open(log_path, "ab")
         container.process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
                                              start_new_session=True)
         log.close()

