@@ -208,3 +208,12 @@ def test_an_access_review_without_attributes_is_invalid_and_nothing_else_is_serv
         "resourceAttributes must be specified" in body["message"], body
     status, body = call(lab, "GET", path)
     assert status == 405 and body["reason"] == "MethodNotAllowed", body
+
+
+def test_describe_and_rollout_status_of_the_deployment(lab):
+    code, output = kubectl(lab, "describe", "deploy", "vllm", "-n", "ml")
+    assert code == 0 and "Name:" in output and "vllm" in output and "Recreate" in output, output
+    code, output = kubectl(lab, "rollout", "status", "deploy/vllm", "-n", "ml", "--timeout", "60s", timeout=70)
+    assert code == 0 and 'deployment "vllm" successfully rolled out' in output, output
+    code, output = kubectl(lab, "get", "deploy", "vllm", "-n", "ml", "-o", "json")
+    assert code == 0 and json.loads(output)["spec"]["strategy"]["type"] == "Recreate", output
