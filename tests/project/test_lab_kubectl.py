@@ -161,18 +161,14 @@ def test_logs_follow_streams_what_the_container_writes_and_ends_with_it(lab):
 
 def test_logs_follow_stops_serving_when_kubectl_hangs_up(lab):
     wait_for(lambda: "serving" in logs_of(lab), timeout=30)
-
-    def streams():
-        return sum(1 for t in threading.enumerate() if t.name.endswith("(process_request_thread)"))
-
-    idle = streams()
+    assert lab.api.follows == 0
     process, lines, _ = follow(lab)
     try:
-        wait_for(lambda: streams() > idle and lines, timeout=30)
+        wait_for(lambda: lab.api.follows == 1 and lines, timeout=30)
     finally:
         process.kill()
         process.wait()
-    wait_for(lambda: streams() <= idle, timeout=10)
+    wait_for(lambda: lab.api.follows == 0, timeout=10)   # the stream noticed and its thread is free
 
 
 def test_port_forward_is_refused_with_the_labs_equivalent_which_works(lab, capsys):

@@ -254,8 +254,8 @@ class ServiceListener:
         upstream.settimeout(None)
         for sock in (client, upstream):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        threading.Thread(target=_pipe, args=(upstream, client), daemon=True).start()
-        _pipe(client, upstream)
+        threading.Thread(target=relay_bytes, args=(upstream, client), daemon=True).start()
+        relay_bytes(client, upstream)
 
     def close(self):
         self.closed = True
@@ -266,7 +266,8 @@ class ServiceListener:
         self.sock.close()
 
 
-def _pipe(source, target):
+def relay_bytes(source, target):
+    """Copy one direction of a TCP connection until either side ends, then close both."""
     try:
         while True:
             data = source.recv(65536)

@@ -18,6 +18,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from .network import relay_bytes
+
 PATHS = {"pod": "/api/v1/namespaces/%s/pods/%s", "pods": "/api/v1/namespaces/%s/pods/%s",
          "svc": "/api/v1/namespaces/%s/services/%s", "service": "/api/v1/namespaces/%s/services/%s",
          "services": "/api/v1/namespaces/%s/services/%s"}
@@ -50,27 +52,11 @@ class _Relay(socketserver.BaseRequestHandler):
                                                                    err), flush=True)
             return
         upstream.settimeout(None)
+        for sock in (upstream, self.request):   # small writes leave at once (no Nagle delay), as kube-proxy's
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         print("Handling connection for %d" % self.server.server_address[1], flush=True)
-        pump = threading.Thread(target=_pump, args=(upstream, self.request), daemon=True)
-        pump.start()
-        _pump(self.request, upstream)
-        pump.join()
-        upstream.close()
-
-
-def _pump(source, sink):
-    try:
-        while True:
-            data = source.recv(65536)
-            if not data:
-                break
-            sink.sendall(data)
-    except OSError:
-        pass
-    try:
-        sink.shutdown(socket.SHUT_WR)
-    except OSError:
-        pass
+        threading.Thread(target=relay_bytes, args=(upstream, self.request), daemon=True).start()
+        relay_bytes(self.request, upstream)
 
 
 class _Server(socketserver.ThreadingTCPServer):

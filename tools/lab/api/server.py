@@ -73,6 +73,8 @@ class ApiServer:
         # Set to a list to record every request as (method, path, query), as sent: the tests
         # derive the RBAC rights a client used from it (None: nothing kept).
         self.request_log = None
+        self.follows = 0                  # log streams open now (kubectl logs -f), for the tests
+        self.follows_lock = threading.Lock()
 
     # -- routing ------------------------------------------------------------------
 
@@ -274,21 +276,27 @@ class ApiServer:
     def follow_log(self, pod, container, first, sent):
         """The rest of a followed log as the container writes it, until it stops running
         (or its pod goes): the kubelet's follow ends with the container."""
-        yield first
-        namespace, name, uid = pod["metadata"]["namespace"], pod["metadata"]["name"], pod["metadata"]["uid"]
-        while True:
-            time.sleep(FOLLOW_INTERVAL)
-            current = self.store.get("pods", namespace, name)
-            text = self.logs(current, container) if current and current["metadata"]["uid"] == uid else None
-            if text is not None and len(text) > sent:
-                yield text[sent:].encode()
-                sent = len(text)
-            else:
-                yield b""  # nothing new: the handler looks whether the client is still there
-            statuses = ((current or {}).get("status") or {}).get("containerStatuses") or []
-            running = any(s.get("name") == container and "running" in (s.get("state") or {}) for s in statuses)
-            if text is None or not running:
-                return
+        with self.follows_lock:
+            self.follows += 1
+        try:
+            yield first
+            namespace, name, uid = pod["metadata"]["namespace"], pod["metadata"]["name"], pod["metadata"]["uid"]
+            while True:
+                time.sleep(FOLLOW_INTERVAL)
+                current = self.store.get("pods", namespace, name)
+                text = self.logs(current, container) if current and current["metadata"]["uid"] == uid else None
+                if text is not None and len(text) > sent:
+                    yield text[sent:].encode()
+                    sent = len(text)
+                else:
+                    yield b""  # nothing new: the handler looks whether the client is still there
+                statuses = ((current or {}).get("status") or {}).get("containerStatuses") or []
+                running = any(s.get("name") == container and "running" in (s.get("state") or {}) for s in statuses)
+                if text is None or not running:
+                    return
+        finally:
+            with self.follows_lock:
+                self.follows -= 1
 
     # -- verbs ----------------------------------------------------------------------
 
