@@ -13,8 +13,10 @@ import time
 import urllib.request
 
 import pytest
+import yaml
 
 from lab import port_forward
+from helpers import ansible_playbook
 from lab_fixture import DEVICE_PLUGIN, call, service, start_lab, vllm_deployment, wait_for
 
 # The pinned kubectl of requirements-test.txt, beside this Python (not whichever kubectl is on PATH).
@@ -28,12 +30,10 @@ def lab(tmp_path_factory):
     lab = start_lab(folder, load_delay=LOAD_SECONDS)
     lab.kubectl_env = dict(os.environ, KUBECONFIG=os.path.join(lab.state_dir, "kubeconfig"))
     lab.kubectl_cache = str(folder / "kube-cache")   # no discovery cached from another lab on this port
-    manifest = folder / "stack.json"
-    manifest.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": [
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ml"}},
-        DEVICE_PLUGIN, vllm_deployment(), service("vllm", {"app": "vllm"}, 8000)]}))
-    # --validate=false: the lab serves no OpenAPI document yet, which kubectl's validation downloads.
-    code, output = kubectl(lab, "apply", "--validate=false", "-f", str(manifest))
+    manifest = folder / "stack.yaml"
+    manifest.write_text(yaml.safe_dump_all([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ml"}},
+                                            DEVICE_PLUGIN, vllm_deployment(), service("vllm", {"app": "vllm"}, 8000)]))
+    code, output = kubectl(lab, "apply", "-f", str(manifest))
     assert code == 0, output
     wait_for(lambda: "serving" in logs_of(lab), timeout=60)
     yield lab
@@ -65,6 +65,49 @@ def restarts(lab):
 def kill_vllm(lab):
     status, body = call(lab, "POST", "/lab/kill", {"namespace": "ml"})   # the vLLM pod is its only pod
     assert status == 200 and body["killed"], body
+
+
+def config_map(folder, data):
+    path = folder / "settings.yaml"
+    path.write_text(json.dumps({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings",
+                                                                                      "namespace": "ml"},
+                                "data": data}))
+    return str(path)
+
+
+def test_apply_validates_on_the_server_and_patches_by_the_schemas_merge_keys(lab, tmp_path):
+    # kubectl found fieldValidation in the OpenAPI v3 document, so it sends Strict and the lab refuses
+    # an unknown field as kube-apiserver does, naming it; nothing is written.
+    deployment = vllm_deployment()
+    deployment["spec"]["replica"] = 2
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(deployment))
+    code, output = kubectl(lab, "apply", "-f", str(bad))
+    assert code == 1 and 'Deployment in version "v1" cannot be handled as a Deployment: strict decoding error: ' \
+        'unknown field "spec.replica"' in output, output
+    # Client-side apply: created, then changed (a strategic merge patch built from the served schema,
+    # with no fallback warning), then unchanged.
+    assert kubectl(lab, "apply", "-f", config_map(tmp_path, {"a": "1"})) == (0, "configmap/settings created\n")
+    assert kubectl(lab, "apply", "-f", config_map(tmp_path, {"b": "2"})) == (0, "configmap/settings configured\n")
+    assert kubectl(lab, "apply", "-f", config_map(tmp_path, {"b": "2"})) == (0, "configmap/settings unchanged\n")
+    assert call(lab, "GET", "/api/v1/namespaces/ml/configmaps/settings")[1]["data"] == {"b": "2"}
+    code, output = kubectl(lab, "explain", "deployment.spec.replicas")
+    assert code == 0 and "replicas <integer>" in output, output
+
+
+def test_apply_dry_run_server_of_the_rendered_stack(lab, tmp_path):
+    render = tmp_path / "render"
+    result = ansible_playbook("site.yml", "--tags", "render", "-e", "render_dir=%s" % render, "-e", json.dumps({
+        "litellm_ingress_host": "litellm.home.example.com", "litellm_service_monitor": True,
+        "litellm_prometheus_rules": True, "gpu_mode_access_enabled": True}), check=True)
+    assert result.returncode == 0, result.stdout[-3000:]
+    code, output = kubectl(lab, "apply", "-f", str(render / "namespaces.yaml"))
+    assert code == 0, output
+    code, output = kubectl(lab, "apply", "--dry-run=server", "-f", str(render))
+    lines = output.splitlines()
+    assert code == 0 and len(lines) > 20 and all(line.endswith("(server dry run)") for line in lines), output
+    assert {"ingressroute.traefik.io/litellm", "servicemonitor.monitoring.coreos.com/litellm",
+            "deployment.apps/vllm-server"} <= {line.split()[0] for line in lines}, output
 
 
 def test_health_endpoints_answer_as_the_api_servers(lab):

@@ -24,7 +24,7 @@ import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from . import access_review, patches, protobuf, resources
+from . import access_review, openapi, patches, protobuf, resources
 from .errors import ApiError, already_exists, conflict, invalid, not_found, not_implemented
 from .store import now_rfc3339
 
@@ -75,6 +75,9 @@ class ApiServer:
         self.request_log = None
         self.follows = 0                  # log streams open now (kubectl logs -f), for the tests
         self.follows_lock = threading.Lock()
+        # fieldValidation of the request being served (kubectl sends Strict once it finds the parameter
+        # in the OpenAPI document); per thread, as each request has its own.
+        self.request_state = threading.local()
 
     # -- routing ------------------------------------------------------------------
 
@@ -119,6 +122,12 @@ class ApiServer:
             discovery = self.discovery(method, path)
             if discovery is not None:
                 return self.json(200, discovery)
+            if method == "GET" and (path == "/openapi/v3" or path.startswith("/openapi/v3/")):
+                gv_path = path[len("/openapi/v3/"):].strip("/")
+                doc = openapi.index() if not gv_path else openapi.document(gv_path)
+                if doc is None:
+                    raise ApiError(404, "the server could not find the requested resource")
+                return self.json(200, doc)
             route = self.route(path)
             if route is None:
                 raise not_implemented(method, path)
@@ -201,6 +210,11 @@ class ApiServer:
 
     def dispatch(self, method, route, query, headers, body, dry_run, path):
         kind = route.kind
+        validation = (query.get("fieldValidation") or [""])[0]
+        if validation not in ("", "Ignore", "Warn", "Strict"):
+            raise ApiError(400, 'fieldValidation: Unsupported value: "%s": supported values: "Ignore", "Strict", '
+                                '"Warn"' % validation)
+        self.request_state.strict = validation == "Strict"
         if route.namespace and not self.store.get("namespaces", "", route.namespace) and method in ("POST", "PUT"):
             raise ApiError(404, 'namespaces "%s" not found' % route.namespace,
                            details={"name": route.namespace, "kind": "namespaces"})
@@ -349,6 +363,11 @@ class ApiServer:
                                       "field": "metadata.name"}])
         if not kind.builtin or self.validator is None:
             return
+        unknown = openapi.unknown_fields(kind, obj) if getattr(self.request_state, "strict", False) else []
+        if unknown:
+            # k8s.io/apimachinery v0.31 pkg/runtime/serializer/json (strict decoding), as the handlers report it
+            raise ApiError(400, '%s in version "%s" cannot be handled as a %s: strict decoding error: %s' % (
+                kind.kind, kind.version, kind.kind, ", ".join('unknown field "%s"' % f for f in unknown)))
         clean = {k: v for k, v in obj.items() if k != "status"}
         clean["metadata"] = {k: v for k, v in obj["metadata"].items() if k not in SERVER_FIELDS}
         try:
