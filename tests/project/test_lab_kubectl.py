@@ -123,6 +123,7 @@ def test_get_all_lists_the_all_category_by_its_short_names(lab):
     code, output = kubectl(lab, "get", "all", "-n", "ml")
     assert code == 0, output
     assert "pod/vllm-" in output and "service/vllm" in output and "deployment.apps/vllm" in output, output
+    assert "replicaset.apps/vllm-" in output, output
     code, output = kubectl(lab, "get", "all", "-n", "kube-system")
     assert code == 0 and "daemonset.apps/nvidia-device-plugin" in output, output
     code, output = kubectl(lab, "get", "deploy,svc,po,ds,ns,no", "-A", "-o", "name")
@@ -133,7 +134,8 @@ def test_get_all_lists_the_all_category_by_its_short_names(lab):
 
 def test_api_resources_lists_the_real_verbs_and_categories(lab):
     code, output = kubectl(lab, "api-resources", "--categories", "all", "-o", "name")
-    assert code == 0 and set(output.split()) == {"pods", "services", "daemonsets.apps", "deployments.apps"}, output
+    assert code == 0 and set(output.split()) == {"pods", "services", "daemonsets.apps", "deployments.apps",
+                                                 "replicasets.apps"}, output
     code, output = kubectl(lab, "api-resources", "--verbs", "deletecollection", "-o", "name")
     assert code == 0 and "pods" in output.split() and "namespaces" not in output.split(), output
     code, output = kubectl(lab, "api-resources", "--api-group", "authorization.k8s.io", "-o", "wide")
@@ -256,3 +258,44 @@ def test_describe_and_rollout_status_of_the_deployment(lab):
     assert code == 0 and 'deployment "vllm" successfully rolled out' in output, output
     code, output = kubectl(lab, "get", "deploy", "vllm", "-n", "ml", "-o", "json")
     assert code == 0 and json.loads(output)["spec"]["strategy"]["type"] == "Recreate", output
+
+
+def replica_sets(lab):
+    items = call(lab, "GET", "/apis/apps/v1/namespaces/ml/replicasets")[1]["items"]
+    return {rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"]: rs for rs in items}
+
+
+def test_rollout_history_and_undo_through_the_deployments_replica_sets(lab):
+    # Runs last: it rolls the vLLM Deployment out twice.
+    [first] = replica_sets(lab).values()
+    pod = vllm_pod(lab)
+    assert pod["metadata"]["ownerReferences"][0]["kind"] == "ReplicaSet" and \
+        pod["metadata"]["ownerReferences"][0]["name"] == first["metadata"]["name"]
+    assert pod["metadata"]["labels"]["pod-template-hash"] == first["metadata"]["labels"]["pod-template-hash"]
+    code, output = kubectl(lab, "annotate", "deploy/vllm", "-n", "ml", "kubernetes.io/change-cause=serve r1")
+    assert code == 0, output
+    code, output = kubectl(lab, "set", "env", "deploy/vllm", "-n", "ml", "LAB_MODE=r1")
+    assert code == 0, output
+    code, output = kubectl(lab, "rollout", "status", "deploy/vllm", "-n", "ml", "--timeout", "60s", timeout=70)
+    assert code == 0, output
+    code, output = kubectl(lab, "rollout", "history", "deploy/vllm", "-n", "ml")
+    rows = [line.split(None, 1) for line in output.splitlines()[2:] if line.strip()]
+    assert code == 0 and [r[0] for r in rows] == ["1", "2"] and rows[1][1].strip() == "serve r1", output
+    code, output = kubectl(lab, "describe", "deploy", "vllm", "-n", "ml")
+    second = replica_sets(lab)["2"]["metadata"]["name"]
+    assert code == 0 and "NewReplicaSet:   %s (1/1 replicas created)" % second in output, output
+    assert "OldReplicaSets:  %s (0/0 replicas created)" % first["metadata"]["name"] in output, output
+    code, output = kubectl(lab, "rollout", "undo", "deploy/vllm", "-n", "ml")
+    assert code == 0 and "rolled back" in output, output
+    code, output = kubectl(lab, "rollout", "status", "deploy/vllm", "-n", "ml", "--timeout", "60s", timeout=70)
+    assert code == 0, output
+    # The first template is back, in its own ReplicaSet, now revision 3 (revision 1 in its history).
+    sets = replica_sets(lab)
+    assert set(sets) == {"2", "3"} and sets["3"]["metadata"]["name"] == first["metadata"]["name"], sets.keys()
+    assert sets["3"]["metadata"]["annotations"]["deployment.kubernetes.io/revision-history"] == "1"
+    assert (sets["3"]["spec"]["replicas"], sets["2"]["spec"]["replicas"]) == (1, 0)
+    env = call(lab, "GET", "/apis/apps/v1/namespaces/ml/deployments/vllm")[1]["spec"]["template"]["spec"][
+        "containers"][0].get("env")
+    assert not env, env
+    code, output = kubectl(lab, "rollout", "history", "deploy/vllm", "-n", "ml", "--revision", "2")
+    assert code == 0 and "LAB_MODE:\tr1" in output, output

@@ -1,5 +1,6 @@
-"""The lab's control plane loop: scheduler, Deployment and DaemonSet
-controllers, namespace and garbage collection, the GPU node's device count.
+"""The lab's control plane loop: scheduler, DaemonSet controller (the
+Deployment and ReplicaSet controllers are rollouts.py), namespace and garbage
+collection, the GPU node's device count.
 Level-triggered: every pass looks at the store and moves it one step towards
 what the objects ask for, as Kubernetes' controllers do."""
 
@@ -13,20 +14,13 @@ from collections import Counter
 
 from .api.store import now_rfc3339
 from .network import pod_ready
+from .rollouts import Rollouts, deleting, owned_by
 
 GPU = "nvidia.com/gpu"
 
 
 def template_hash(template):
     return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:10]
-
-
-def owned_by(pod, owner):
-    return any(ref.get("uid") == owner["metadata"]["uid"] for ref in pod["metadata"].get("ownerReferences") or [])
-
-
-def deleting(obj):
-    return bool(obj["metadata"].get("deletionTimestamp"))
 
 
 def container_gpus(container):
@@ -106,8 +100,9 @@ def place(pod, nodes, pods):
             continue
         if wanted:
             have = int(((node.get("status") or {}).get("allocatable") or {}).get(GPU, "0"))
+            # A terminating pod keeps its GPU until it is gone, as the scheduler counts it.
             used = sum(gpu_request(p) for p in pods if (p.get("spec") or {}).get("nodeName") == node["metadata"][
-                "name"] and not deleting(p) and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed"))
+                "name"] and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed"))
             if used + wanted > have:
                 reasons["Insufficient %s" % GPU] += 1
                 continue
@@ -123,22 +118,25 @@ class Controllers:
     def __init__(self, lab):
         self.lab = lab
         self.store = lab.store
+        self.rollouts = Rollouts(self.store, self.new_pod, self.delete_pod, self.write_status)
 
     def reconcile(self):
         self.namespaces()
         self.garbage_collect()
         for deployment in self.store.list("deployments"):
             self.deployment(deployment)
+        for replica_set in self.store.list("replicasets"):
+            self.rollouts.replica_set(replica_set)
         for daemonset in self.store.list("daemonsets"):
             self.daemonset(daemonset)
         self.gpu_nodes()
         self.schedule()
 
-    def new_pod(self, owner, kind, template, node=None):
+    def new_pod(self, owner, kind, template, node=None, name=None):
         metadata = copy.deepcopy(template.get("metadata") or {})
         labels = metadata.setdefault("labels", {})
-        labels["pod-template-hash"] = template_hash(template)
-        metadata.update(name="%s-%s" % (owner["metadata"]["name"], uuid.uuid4().hex[:10]),
+        labels.setdefault("pod-template-hash", template_hash(template))
+        metadata.update(name=name or "%s-%s" % (owner["metadata"]["name"], uuid.uuid4().hex[:10]),
                         namespace=owner["metadata"]["namespace"],
                         ownerReferences=[{"apiVersion": owner.get("apiVersion", "apps/v1"), "kind": kind,
                                           "name": owner["metadata"]["name"], "uid": owner["metadata"]["uid"],
@@ -163,32 +161,10 @@ class Controllers:
             self.store.put(plural, current)
 
     def deployment(self, deployment):
-        if deleting(deployment):
+        rollout = self.rollouts.deployment(deployment)
+        if rollout is None:
             return
-        spec = deployment.get("spec") or {}
-        wanted = spec.get("replicas", 1)
-        current_hash = template_hash(spec.get("template") or {})
-        pods = [p for p in self.store.list("pods", deployment["metadata"]["namespace"]) if owned_by(p, deployment)]
-        active = [p for p in pods if not deleting(p)]
-        new = [p for p in active if p["metadata"]["labels"].get("pod-template-hash") == current_hash]
-        old = [p for p in active if p not in new]
-        recreate = (spec.get("strategy") or {}).get("type") == "Recreate"
-        if recreate:
-            for pod in old:
-                self.delete_pod(pod)
-            if not old and not any(deleting(p) for p in pods):
-                for _ in range(wanted - len(new)):
-                    self.new_pod(deployment, "Deployment", spec["template"])
-        else:
-            for _ in range(wanted - len(new)):
-                self.new_pod(deployment, "Deployment", spec["template"])
-            # Old pods go once the new ones serve: no gap in a rolling update.
-            if old and (wanted == 0 or sum(1 for p in new if pod_ready(p)) >= wanted):
-                for pod in old:
-                    self.delete_pod(pod)
-        for pod in sorted(new, key=lambda p: p["metadata"]["creationTimestamp"], reverse=True)[:max(0, len(new)
-                                                                                                     - wanted)]:
-            self.delete_pod(pod)
+        wanted, active, new = rollout["wanted"], rollout["active"], rollout["new"]
         ready = [p for p in new if pod_ready(p)]
         status = {"observedGeneration": deployment["metadata"].get("generation", 1)}
         counts = {"replicas": len(active), "updatedReplicas": len(new), "readyReplicas": len(ready),
@@ -202,7 +178,8 @@ class Controllers:
              "reason": "MinimumReplicasAvailable" if available else "MinimumReplicasUnavailable",
              "message": "Deployment has %s minimum availability." % ("" if available else "not")},
             {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable" if available else
-             "ReplicaSetUpdated", "message": "ReplicaSet is progressing."}]
+             "ReplicaSetUpdated", "message": 'ReplicaSet "%s" %s.' % (
+                 rollout["new_name"], "has successfully progressed" if available else "is progressing")}]
         self.write_status("deployments", deployment, self._stable(deployment, status))
 
     @staticmethod
@@ -294,7 +271,7 @@ class Controllers:
                 continue
             name = namespace["metadata"]["name"]
             remaining = 0
-            for plural in ("deployments", "daemonsets", "services", "configmaps", "secrets",
+            for plural in ("deployments", "replicasets", "daemonsets", "services", "configmaps", "secrets",
                            "persistentvolumeclaims", "leases", "events", "serviceaccounts", "roles", "rolebindings",
                            "ingressroutes", "certificates", "servicemonitors", "prometheusrules"):
                 for obj in self.store.list(plural, name):
@@ -306,9 +283,14 @@ class Controllers:
                 self.store.delete("namespaces", "", name)
 
     def garbage_collect(self):
-        owners = {o["metadata"]["uid"] for plural in ("deployments", "daemonsets") for o in self.store.list(plural)
-                  if not deleting(o)}
-        for pod in self.store.list("pods"):
-            refs = pod["metadata"].get("ownerReferences") or []
-            if refs and not any(ref.get("uid") in owners for ref in refs):
-                self.delete_pod(pod)
+        """Dependents whose owners are gone go too (the ReplicaSets of a Deployment, then their pods)."""
+        for plural in ("replicasets", "pods"):
+            owners = {o["metadata"]["uid"] for kind in ("deployments", "replicasets", "daemonsets")
+                      for o in self.store.list(kind) if not deleting(o)}
+            for obj in self.store.list(plural):
+                refs = obj["metadata"].get("ownerReferences") or []
+                if refs and not any(ref.get("uid") in owners for ref in refs):
+                    if plural == "pods":
+                        self.delete_pod(obj)
+                    else:
+                        self.store.delete(plural, obj["metadata"]["namespace"], obj["metadata"]["name"])

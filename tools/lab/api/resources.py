@@ -59,6 +59,8 @@ KINDS = [
          categories=("all",)),
     Kind("apps", "v1", "daemonsets", "DaemonSet", short_names=("ds",), subresources=("status",),
          categories=("all",)),
+    Kind("apps", "v1", "replicasets", "ReplicaSet", short_names=("rs",), subresources=("status", "scale"),
+         categories=("all",)),
     Kind("coordination.k8s.io", "v1", "leases", "Lease"),
     Kind("node.k8s.io", "v1", "runtimeclasses", "RuntimeClass", namespaced=False),
     # Access reviews: kubectl auth can-i asks them (pkg/registry/authorization/*/rest.go: create only).

@@ -387,12 +387,15 @@ class ApiServer:
         for field in SERVER_FIELDS:
             obj["metadata"].pop(field, None)
         self.defaults(route.kind, obj)
-        generation = route.kind.plural in ("deployments", "daemonsets") or not route.kind.builtin
+        generation = route.kind.plural in ("deployments", "replicasets", "daemonsets") or not route.kind.builtin
         return self.store.create(route.kind.plural, obj, dry_run=dry_run, generation=generation)
 
     def defaults(self, kind, obj):
         """The few server-side defaults the lab's controllers and clients rely on."""
-        spec = obj.setdefault("spec", {}) if kind.kind in ("Deployment", "Service", "DaemonSet") else None
+        spec = obj.setdefault("spec", {}) if kind.kind in ("Deployment", "ReplicaSet", "Service", "DaemonSet") \
+            else None
+        if kind.kind == "ReplicaSet":
+            spec.setdefault("replicas", 1)
         if kind.kind == "Deployment":
             spec.setdefault("replicas", 1)
             spec.setdefault("strategy", {"type": "RollingUpdate",
