@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from lab_fixture import DEVICE_PLUGIN, call, start_lab, wait_for
+from lab_fixture import DEVICE_PLUGIN, call, start_lab, vllm_deployment, wait_for
 
 PODS = "/api/v1/namespaces/ml/pods"
 QUERY = ["nvidia-smi", "--query-gpu=driver_version,name,memory.used", "--format=csv,noheader,nounits"]
@@ -106,6 +106,68 @@ def test_without_a_gpu_nvidia_smi_finds_no_device(lab):
     assert pod["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 6
     assert log(lab, "nogpu")[2].strip() == "No devices were found"
     remove(lab, "nogpu")
+
+
+def smi(lab, name, query, host_pid=True):
+    """nvidia-smi's output in a pod beside whatever holds the GPU: all GPUs by the runtime's
+    NVIDIA_VISIBLE_DEVICES=all (no device of its own), the host's processes with hostPID."""
+    pod = gpu_pod(name, ["nvidia-smi", query, "--format=csv,noheader,nounits"], gpus=0)
+    pod["spec"]["containers"][0]["env"] = [{"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"}]
+    pod["spec"]["hostPID"] = host_pid
+    assert call(lab, "POST", PODS, pod)[0] == 201
+    assert finished(lab, name)["status"]["phase"] == "Succeeded"
+    text = log(lab, name)[2]
+    remove(lab, name)
+    return text.strip()
+
+
+def vllm_running(lab, running=True):
+    def check():
+        pods = call(lab, "GET", PODS + "?labelSelector=app%3Dvllm")[1]["items"]
+        statuses = [s for p in pods for s in p.get("status", {}).get("containerStatuses") or []]
+        return any("running" in s["state"] for s in statuses) if running else not pods
+    wait_for(check, timeout=60)
+
+
+def scale_vllm(lab, replicas):
+    status, body = call(lab, "PATCH", "/apis/apps/v1/namespaces/ml/deployments/vllm",
+                        {"spec": {"replicas": replicas}}, "application/merge-patch+json")
+    assert status == 200, body
+    vllm_running(lab, running=bool(replicas))
+
+
+def test_a_running_vllm_holds_its_share_of_gpu_memory_until_it_ends(lab):
+    assert call(lab, "POST", "/apis/apps/v1/namespaces/ml/deployments", vllm_deployment())[0] == 201
+    try:
+        vllm_running(lab)
+        assert smi(lab, "mem", "--query-gpu=memory.used") == str(1 + int(12288 * 0.9))
+        [app] = smi(lab, "apps", "--query-compute-apps=pid,process_name,used_memory").splitlines()
+        assert app.split(", ")[1:] == ["VLLM::EngineCore", str(int(12288 * 0.9))], app
+        assert smi(lab, "apps-own", "--query-compute-apps=pid,process_name", host_pid=False) == "", \
+            "a container sees only its own PID namespace's processes"
+        scale_vllm(lab, 0)
+        assert smi(lab, "mem-free", "--query-gpu=memory.used") == "1"
+        assert smi(lab, "apps-none", "--query-compute-apps=pid,process_name") == ""
+    finally:
+        call(lab, "DELETE", "/apis/apps/v1/namespaces/ml/deployments/vllm")
+        vllm_running(lab, running=False)
+
+
+def test_the_leak_fault_keeps_a_vllms_memory_after_it_ends_until_cleared(lab):
+    assert call(lab, "POST", "/apis/apps/v1/namespaces/ml/deployments", vllm_deployment())[0] == 201
+    try:
+        vllm_running(lab)
+        assert call(lab, "POST", "/lab/faults/gpu-leak", {"on": True})[0] == 200
+        scale_vllm(lab, 0)
+        assert smi(lab, "leak-mem", "--query-gpu=memory.used") == str(1 + int(12288 * 0.9))
+        [app] = smi(lab, "leak-apps", "--query-compute-apps=process_name,used_gpu_memory").splitlines()
+        assert app == "VLLM::EngineCore, %d" % int(12288 * 0.9), app
+        assert call(lab, "POST", "/lab/faults/gpu-leak", {"on": False})[0] == 200
+        assert smi(lab, "leak-gone", "--query-gpu=memory.used") == "1"
+    finally:
+        call(lab, "POST", "/lab/faults/gpu-leak", {"on": False})
+        call(lab, "DELETE", "/apis/apps/v1/namespaces/ml/deployments/vllm")
+        vllm_running(lab, running=False)
 
 
 def test_pods_log_errors_are_the_api_servers(lab):

@@ -11,6 +11,7 @@
     python -m lab fault kill --app vllm [--namespace ml]
     python -m lab fault gpu-driver [--version 535.261.03]   (no version: the lab's default driver)
     python -m lab fault device-plugin [--fail "ERROR_LIBRARY_NOT_FOUND"]   (no --fail: healed)
+    python -m lab fault gpu-leak [--off]   (a vLLM that ends keeps its GPU memory; --off frees it)
     python -m lab fault paperless-ai-retries [--attempts 2 --delay 0.5]   (none: the app's 60 x 5 s)
     python -m lab port-forward [-n ai] svc/litellm 4000[:4000]   (kubectl port-forward's stand-in)
 
@@ -211,6 +212,8 @@ def cmd_fault(args):
         result = admin(port, "POST", "/lab/faults/api", {"mode": args.mode, "requests": args.requests})
     elif args.fault == "gpu-driver":
         result = admin(port, "POST", "/lab/faults/gpu-driver", {"version": args.version})
+    elif args.fault == "gpu-leak":
+        result = admin(port, "POST", "/lab/faults/gpu-leak", {"on": not args.off})
     elif args.fault == "device-plugin":
         result = admin(port, "POST", "/lab/faults/device-plugin", {"fail": args.fail})
     elif args.fault == "paperless-ai-retries":
@@ -268,6 +271,8 @@ def main(argv=None):
     driver.add_argument("--version")
     plugin = faults.add_parser("device-plugin", help="make the NVIDIA device plugin crash-loop")
     plugin.add_argument("--fail", help="why it fails (its log line); omit to heal it")
+    leak = faults.add_parser("gpu-leak", help="a vLLM process that ends keeps its GPU memory (nvidia-smi shows it)")
+    leak.add_argument("--off", action="store_true", help="clear the fault and free what it kept")
     retries = faults.add_parser("paperless-ai-retries", help="shorten Paperless-AI's setup-check retries")
     retries.add_argument("--attempts", type=int)
     retries.add_argument("--delay", type=float)

@@ -75,7 +75,10 @@ class Lab:
         # inside a pod's start.
         self.vllm_real = vllm_real.selected()
         self.profile, self.time_scale, self.load_scale = profile, float(time_scale), float(load_scale)
-        self.faults = {"fail_models": {}, "slow_models": {}, "device_plugin": None, "paperless_ai_retries": None}
+        self.faults = {"fail_models": {}, "slow_models": {}, "device_plugin": None, "paperless_ai_retries": None,
+                       "gpu_leak": False}
+        # GPU memory held by processes that outlived their containers (the gpu-leak fault).
+        self.gpu_leaks = []
         # The GPU worker's card and driver, as nvidia-smi in a GPU pod reports them: an RTX 3060 12 GB
         # on the nvidia_driver role's default branch (`python -m lab fault gpu-driver` changes it).
         self.gpu = dict(GPU)
@@ -230,6 +233,22 @@ class Lab:
         except OSError:
             return None
 
+    def gpu_processes(self):
+        """The processes holding GPU memory now, as nvidia-smi --query-compute-apps lists them: each running
+        vLLM given the GPU (its engine core) and what the leak fault kept."""
+        held = []
+        for worker in list(self.workers.values()):
+            for container in worker.containers:
+                process = container.process
+                if container.gpu_mib and process is not None and process.poll() is None:
+                    held.append({"pid": process.pid, "name": "VLLM::EngineCore", "used_mib": container.gpu_mib,
+                                 "pod": "%s/%s" % (worker.namespace, worker.name)})
+        return held + list(self.gpu_leaks)
+
+    def gpu_process_ended(self, pid, mib, pod):
+        if self.faults["gpu_leak"]:
+            self.gpu_leaks.append({"pid": pid, "name": "VLLM::EngineCore", "used_mib": mib, "pod": pod})
+
     def config_data(self, plural, namespace, name):
         obj = self.store.get(plural, namespace, name) or {}
         data = dict(obj.get("data") or {})
@@ -283,6 +302,12 @@ class Lab:
             # {"version": "535.261.03"}; null restores the lab's default driver
             self.gpu["driver_version"] = payload.get("version") or GPU["driver_version"]
             return self._answer(200, self.gpu)
+        if path == "/lab/faults/gpu-leak" and method == "POST":
+            # {"on": true}: a vLLM process that ends from now on keeps its GPU memory; {"on": false} frees it all
+            self.faults["gpu_leak"] = bool(payload.get("on"))
+            if not self.faults["gpu_leak"]:
+                self.gpu_leaks = []
+            return self._answer(200, dict(self.faults, gpu_processes=self.gpu_processes()))
         if path == "/lab/faults/device-plugin" and method == "POST":
             # {"fail": "<why>"}: the device plugin crash-loops (restarted now); null or "" heals it
             self.faults["device_plugin"] = payload.get("fail") or None

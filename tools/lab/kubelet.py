@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import copy
 import http.client
+import json
 import os
 import shutil
 import signal
@@ -78,6 +79,7 @@ class Container:
         self.backoff = BACKOFF_FIRST
         self.probe_due = {}
         self.failures = {}
+        self.gpu_mib = 0             # GPU memory its process holds while it runs (a vLLM on the GPU)
         self.fault = None
 
     def status(self):
@@ -267,10 +269,37 @@ class PodWorker(threading.Thread):
         return [sys.executable, "-m", "lab.workloads.nvidia_smi"] + argv[1:]
 
     def gpu_environment(self):
+        """What the FAKE nvidia-smi reports: the card, and the memory the GPU's processes hold now. The
+        driver lists a process only to a caller in the same PID namespace, so a pod sees the host's
+        processes only with hostPID (nvidia-smi in a container: "No running processes found")."""
         gpu = self.lab.gpu
+        processes = self.lab.gpu_processes()
         return {"LAB_GPU_DRIVER_VERSION": gpu["driver_version"], "LAB_GPU_NAME": gpu["name"],
                 "LAB_GPU_UUID": gpu["uuid"], "LAB_GPU_MEMORY_TOTAL_MIB": str(gpu["memory_total_mib"]),
-                "LAB_GPU_MEMORY_USED_MIB": str(gpu["memory_used_mib"])}
+                "LAB_GPU_MEMORY_USED_MIB": str(gpu["memory_used_mib"] + sum(p["used_mib"] for p in processes)),
+                "LAB_GPU_PROCESSES": json.dumps(processes if self.spec.get("hostPID") else [])}
+
+    def holds_gpu_memory(self, container):
+        """MiB a vLLM container given the GPU takes: vLLM reserves --gpu-memory-utilization of the card
+        (0.9 unless set: vllm/engine/arg_utils.py, EngineArgs.gpu_memory_utilization)."""
+        spec = container.spec
+        if image_family(spec.get("image", "")) != "vllm" or spec.get("command") or not container_gpus(spec):
+            return 0
+        args = spec.get("args") or []
+        share = 0.9
+        for index, arg in enumerate(args):
+            if arg == "--gpu-memory-utilization" and index + 1 < len(args):
+                share = float(args[index + 1])
+            elif arg.startswith("--gpu-memory-utilization="):
+                share = float(arg.split("=", 1)[1])
+        return int(self.lab.gpu["memory_total_mib"] * share)
+
+    def release_gpu(self, container, pid):
+        """The process that held GPU memory ended: the driver frees it, unless the lab's leak fault says
+        it stays held (a process that outlived its container)."""
+        if container.gpu_mib:
+            self.lab.gpu_process_ended(pid, container.gpu_mib, "%s/%s" % (self.namespace, self.name))
+            container.gpu_mib = 0
 
     def start_container(self, container):
         env = self.environment(container)
@@ -297,6 +326,7 @@ class PodWorker(threading.Thread):
                                              start_new_session=True)
         log.close()
         self.lab.pids.add(container.process.pid)
+        container.gpu_mib = self.holds_gpu_memory(container)
         container.state = {"running": {"startedAt": now_rfc3339()}}
         container.started = not container.spec.get("startupProbe")
         container.ready = False
@@ -306,6 +336,7 @@ class PodWorker(threading.Thread):
     def exited(self, container):
         code = container.process.returncode
         self.lab.pids.discard(container.process.pid)
+        self.release_gpu(container, container.process.pid)
         container.process = None
         reason = "Completed" if code == 0 else ("OOMKilled" if container.fault == "oom" and code == 137 else "Error")
         terminated = {"exitCode": code if code >= 0 else 128 - code, "reason": reason, "finishedAt": now_rfc3339(),
@@ -450,6 +481,7 @@ class PodWorker(threading.Thread):
             if container.process:
                 _terminate(container.process)
                 self.lab.pids.discard(container.process.pid)
+                self.release_gpu(container, container.process.pid)
                 container.process = None
 
     # -- status -----------------------------------------------------------------------------

@@ -1,9 +1,13 @@
 """FAKE `nvidia-smi`, as the NVIDIA container runtime puts it into a container
 that holds a GPU of the lab's GPU node.
 
-Only the query form tools use is served: ``--query-gpu=<fields>
---format=csv[,noheader][,nounits]``, with the fields and units of
-``nvidia-smi --help-query-gpu`` (driver 570/580). Anything else is refused
+Only the query forms tools use are served: ``--query-gpu=<fields>`` and
+``--query-compute-apps=<fields>`` with ``--format=csv[,noheader][,nounits]``,
+with the fields and units of ``nvidia-smi --help-query-gpu`` and
+``--help-query-compute-apps`` (driver 570/580). Memory used is the card's
+(every process on it); the processes listed are those the lab hands in, which
+are the host's only for a pod with hostPID, as the driver shows a container
+only its own PID namespace's processes. Anything else is refused
 as the real tool refuses an argument combination it does not know.
 
 The GPU it reports comes from the lab (``python -m lab fault gpu-driver``
@@ -11,6 +15,7 @@ changes the driver version). A container that was given no GPU sees none:
 ``No devices were found`` and exit code 6, as in nvidia-smi(1), RETURN VALUE
 ("6 - A query to find an object was unsuccessful")."""
 
+import json
 import os
 import sys
 
@@ -26,14 +31,25 @@ FIELDS = {
     "memory.free": ("memory.free [MiB]", "MiB",
                     lambda gpu: str(int(gpu["memory_total"]) - int(gpu["memory_used"]))),
 }
+APP_FIELDS = {
+    "pid": ("pid", None, lambda app: str(app["pid"])),
+    "process_name": ("process_name", None, lambda app: app["name"]),
+    "name": ("process_name", None, lambda app: app["name"]),
+    "used_gpu_memory": ("used_gpu_memory [MiB]", "MiB", lambda app: str(app["used_mib"])),
+    "used_memory": ("used_gpu_memory [MiB]", "MiB", lambda app: str(app["used_mib"])),
+    "gpu_uuid": ("gpu_uuid", None, lambda app: os.environ["LAB_GPU_UUID"]),
+}
 INVALID = "Invalid combination of input arguments. Please run 'nvidia-smi -h' for help."
 
 
 def parse(argv):
     query = format_ = None
+    apps = False
     for arg in argv:
-        if arg.startswith("--query-gpu="):
+        if arg.startswith("--query-gpu=") and query is None:
             query = arg.split("=", 1)[1]
+        elif arg.startswith("--query-compute-apps=") and query is None:
+            query, apps = arg.split("=", 1)[1], True
         elif arg.startswith("--format="):
             format_ = arg.split("=", 1)[1]
         else:
@@ -44,7 +60,16 @@ def parse(argv):
     if options[0] != "csv" or any(o not in ("noheader", "nounits") for o in options[1:]):
         return None
     fields = [f.strip() for f in query.split(",")]
-    return fields, "noheader" not in options, "nounits" not in options
+    return fields, "noheader" not in options, "nounits" not in options, apps
+
+
+def row(known, fields, source, units):
+    values = []
+    for field in fields:
+        dummy, unit, value = known[field]
+        text = value(source)
+        values.append("%s %s" % (text, unit) if unit and units else text)
+    return values
 
 
 def main(argv):
@@ -52,8 +77,9 @@ def main(argv):
     if parsed is None:
         print(INVALID)
         return 2
-    fields, header, units = parsed
-    unknown = [f for f in fields if f not in FIELDS]
+    fields, header, units, apps = parsed
+    known = APP_FIELDS if apps else FIELDS
+    unknown = [f for f in fields if f not in known]
     if unknown:
         print('Field "%s" is not a valid field to query.' % unknown[0])
         return 2
@@ -64,13 +90,12 @@ def main(argv):
            "uuid": os.environ["LAB_GPU_UUID"], "memory_total": os.environ["LAB_GPU_MEMORY_TOTAL_MIB"],
            "memory_used": os.environ["LAB_GPU_MEMORY_USED_MIB"]}
     if header:
-        print(", ".join(FIELDS[f][0] for f in fields))  # the header names the unit even with nounits
-    values = []
-    for field in fields:
-        dummy, unit, value = FIELDS[field]
-        text = value(gpu)
-        values.append("%s %s" % (text, unit) if unit and units else text)
-    print(", ".join(values))
+        print(", ".join(known[f][0] for f in fields))  # the header names the unit even with nounits
+    if apps:
+        for app in json.loads(os.environ.get("LAB_GPU_PROCESSES") or "[]"):
+            print(", ".join(row(APP_FIELDS, fields, app, units)))
+        return 0
+    print(", ".join(row(FIELDS, fields, gpu, units)))
     return 0
 
 
