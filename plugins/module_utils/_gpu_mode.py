@@ -281,3 +281,55 @@ def lease_state(lease, holder, now):
 def micro_time(now):
     """Kubernetes MicroTime."""
     return now.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+# -- the GPU-free check ---------------------------------------------------------------
+
+def check_pod_name(deployment_name):
+    return "%s-gpu-free-check" % deployment_name
+
+
+def gpu_check_pod(deployment, container_name, namespace, name):
+    """A short pod on the GPU node that asks the driver what the GPU holds: nvidia-smi from the vLLM
+    image (the NVIDIA runtime puts it there), once for the memory used and once for the processes.
+
+    It sees the GPU through NVIDIA_VISIBLE_DEVICES=all rather than a device of its own, so it runs
+    whatever holds the card, and with hostPID, because the driver lists to a container only the
+    processes of its own PID namespace."""
+    template = (deployment.get("spec") or {}).get("template") or {}
+    spec = template.get("spec") or {}
+    image = (_container(deployment, container_name) or {}).get("image")
+    pod_spec = {"restartPolicy": "Never", "hostPID": True, "terminationGracePeriodSeconds": 0,
+                "containers": [
+                    {"name": "memory", "image": image,
+                     "command": ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"]},
+                    {"name": "processes", "image": image,
+                     "command": ["nvidia-smi", "--query-compute-apps=pid,process_name,used_memory",
+                                 "--format=csv,noheader,nounits"]}]}
+    for container in pod_spec["containers"]:
+        container["env"] = [{"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"}]
+    for key in ("nodeSelector", "tolerations", "affinity", "runtimeClassName"):
+        if spec.get(key):
+            pod_spec[key] = spec[key]
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace,
+                         "labels": {"app.kubernetes.io/part-of": "homelab-inference",
+                                    "app.kubernetes.io/component": "gpu-free-check"}},
+            "spec": pod_spec}
+
+
+def parse_gpu_memory(logs):
+    """{"used_mib": int, "processes": [{"pid", "name", "used_mib"}]} from the check pod's nvidia-smi output
+    (csv, noheader, nounits); ValueError when the memory line is not a number."""
+    lines = [line.strip() for line in (logs.get("memory") or "").splitlines() if line.strip()]
+    try:
+        used = int(lines[0].split(",")[0])
+    except (IndexError, ValueError):
+        raise ValueError("nvidia-smi did not report the memory used: %r" % (logs.get("memory") or "")[:200])
+    processes = []
+    for line in (logs.get("processes") or "").splitlines():
+        fields = [f.strip() for f in line.split(",")]
+        if len(fields) == 3 and fields[0].isdigit():
+            processes.append({"pid": int(fields[0]), "name": fields[1],
+                              "used_mib": int(fields[2]) if fields[2].isdigit() else fields[2]})
+    return {"used_mib": used, "processes": processes}

@@ -41,6 +41,11 @@ CALLS = {
     # a GPU-free mode: no pod of any namespace on a GPU node holds a GPU
     "list_nodes": Call("list", "", "nodes", None, None),
     "list_pods_on_node": Call("list", "", "pods", None, None),
+    # a GPU-free mode: nvidia-smi in a short pod on the GPU node shows the memory free
+    "create_check_pod": Call("create", "", "pods", "namespace", None),
+    "get_check_pod": Call("get", "", "pods", "namespace", "check_pod"),
+    "read_check_pod_log": Call("get", "", "pods/log", "namespace", "check_pod"),
+    "delete_check_pod": Call("delete", "", "pods", "namespace", "check_pod"),
     # the lock
     "get_lease": Call("get", "coordination.k8s.io", "leases", "namespace", "lock_name"),
     "create_lease": Call("create", "coordination.k8s.io", "leases", "namespace", None),
@@ -86,6 +91,8 @@ def forbidden(doing, right_text, detail="", role=ROLE):
 
 
 def _target(params, name):
+    if name == "check_pod":
+        return "%s-gpu-free-check" % params["deployment"]
     if name == "vllm_proxy":
         return "%s:%s" % (params["vllm_service"], params["vllm_port"])
     if name == "litellm_proxy":

@@ -32,6 +32,11 @@ class SwitchFailed(Exception):
         self.result = result
 
 
+class GpuNotFree(SwitchFailed):
+    """A GPU-free mode is in place but the driver shows memory held: going back would not help (vLLM
+    could not load beside that memory), so the switch stops without a rollback."""
+
+
 def utc_now():
     return datetime.datetime.now(datetime.timezone.utc)
 
@@ -110,6 +115,10 @@ class GpuModeSwitch:
                 deployment = self.read()  # a cold load takes minutes: patch what is there now
             try:
                 result["verified"] = self.apply(target, deployment)
+            except GpuNotFree as held:
+                raise SwitchFailed("switch to %s failed: %s; left in %s with vLLM stopped, not rolled back "
+                                   "(vLLM could not load beside that memory): end that process or restart the GPU "
+                                   "node" % (target, held, target), result)
             except SwitchFailed as broken:
                 if not (self.params["rollback"] and previous and previous != target):
                     raise SwitchFailed("switch to %s failed: %s" % (target, broken), result)
@@ -220,10 +229,61 @@ class GpuModeSwitch:
             seen["gpu_holders"] = holders
             if holders:
                 raise SwitchFailed("the GPU is still held by %s" % ", ".join(holders), {})
+            if self.params["gpu_free_max_mib"] >= 0:
+                seen["gpu_memory"] = self.gpu_memory(deployment)
         model = served or self.params["gpu_free_model"]
         if self.litellm is not None and model:
             seen["litellm"] = self.litellm_answer(model, expect_group=model)
         return seen
+
+    def gpu_memory(self, deployment):
+        """What the driver shows on the GPU node, from nvidia-smi in a short pod there; raises GpuNotFree
+        above ``gpu_free_max_mib``."""
+        try:
+            shown = _gpu_mode.parse_gpu_memory(self.run_check_pod(deployment))
+        except ValueError as err:
+            raise SwitchFailed(str(err), {})
+        limit = self.params["gpu_free_max_mib"]
+        if shown["used_mib"] > limit:
+            held = ", ".join("%s (pid %s, %s MiB)" % (p["name"], p["pid"], p["used_mib"]) for p in shown["processes"])
+            raise GpuNotFree("the GPU is not free: %s MiB used, at most %s allowed (gpu_free_max_mib), held by %s"
+                             % (shown["used_mib"], limit, held or "no process nvidia-smi could name"), {})
+        return dict(shown, max_mib=limit)
+
+    def run_check_pod(self, deployment):
+        """The check pod's two nvidia-smi answers (memory, processes); the pod is removed in any case."""
+        pod = _gpu_mode.gpu_check_pod(deployment, self.params["container"], self.namespace,
+                                      _gpu_mode.check_pod_name(self.name))
+        name = pod["metadata"]["name"]
+        self.kube.delete_pod(self.namespace, name)   # one an interrupted run left
+        deadline = self.clock() + self.params["verify_timeout"]
+        try:
+            while self.kube.get_pod(self.namespace, name) is not None:
+                if self.clock() >= deadline:
+                    raise SwitchFailed("the GPU check pod %s/%s of an earlier run is still terminating"
+                                       % (self.namespace, name), {})
+                self.sleep(POLL_MAX)
+            self.kube.create_pod(self.namespace, pod)
+            interval = POLL_FIRST
+            while True:
+                current = self.kube.get_pod(self.namespace, name) or {}
+                phase = (current.get("status") or {}).get("phase")
+                if phase in ("Succeeded", "Failed"):
+                    break
+                if self.clock() >= deadline:
+                    raise SwitchFailed("the GPU check pod %s/%s did not finish within %ss (verify_timeout): %s"
+                                       % (self.namespace, name, self.params["verify_timeout"],
+                                          _gpu_mode.pod_failure(current) or "phase %s" % phase), {})
+                self.sleep(interval)
+                interval = min(interval * POLL_GROWTH, POLL_MAX)
+            logs = {c: self.kube.read_pod_log(self.namespace, name, c) or "" for c in ("memory", "processes")}
+            if phase == "Failed":
+                raise SwitchFailed("nvidia-smi failed in the GPU check pod %s/%s: %s"
+                                   % (self.namespace, name, " ".join((logs["memory"] or logs["processes"]).split())
+                                      [:200] or "no output"), {})
+            return logs
+        finally:
+            self.kube.delete_pod(self.namespace, name)
 
     def vllm_models(self):
         deadline = self.clock() + self.params["verify_timeout"]

@@ -118,6 +118,29 @@ class KubeAccess:
                            self._pods.get, field_selector="spec.nodeName=%s" % node)
         return (found or {}).get("items") or []
 
+    # the GPU-free check pod --------------------------------------------------------
+
+    def get_pod(self, namespace, name):
+        return self._call("reading pod %s/%s" % (namespace, name),
+                          _gpu_mode_rights.right("get_check_pod", namespace, name), self._pods.get, name=name,
+                          namespace=namespace)
+
+    def create_pod(self, namespace, body):
+        return self._call("creating pod %s/%s" % (namespace, body["metadata"]["name"]),
+                          _gpu_mode_rights.right("create_check_pod", namespace), self._pods.create, body=body,
+                          namespace=namespace)
+
+    def delete_pod(self, namespace, name):
+        return self._call("deleting pod %s/%s" % (namespace, name),
+                          _gpu_mode_rights.right("delete_check_pod", namespace, name), self._pods.delete,
+                          name=name, namespace=namespace)
+
+    def read_pod_log(self, namespace, name, container):
+        response = self._call("reading the log of pod %s/%s" % (namespace, name),
+                              _gpu_mode_rights.right("read_check_pod_log", namespace, name), self._pods.log.get,
+                              name=name, namespace=namespace, serialize=False, query_params={"container": container})
+        return response.data.decode("utf-8", "replace") if response is not None else None
+
     # the lock -----------------------------------------------------------------
 
     def get_lease(self, namespace, name):

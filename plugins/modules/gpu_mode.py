@@ -27,9 +27,14 @@ description:
     this, that load would land on the clients and on the verification. A tier that cannot be warmed fails the switch
     before vLLM is touched, with nothing changed.
   - Verification - vLLM's C(/v1/models) lists exactly the mode's model and LiteLLM answers a 1-token request for it
-    from vLLM itself; in a GPU-free mode, the vLLM pods are gone, no pod on the GPU node holds C(nvidia.com/gpu), and
-    LiteLLM still answers O(gpu_free_model).
-  - On failure it rolls back to the previous mode when O(rollback) is true, verifies that, and fails saying both.
+    from vLLM itself; in a GPU-free mode, the vLLM pods are gone, no pod on the GPU node holds C(nvidia.com/gpu), the
+    driver shows at most O(gpu_free_max_mib) used, and LiteLLM still answers O(gpu_free_model).
+  - The driver is asked by C(nvidia-smi) in a short pod of the vLLM image on the GPU node (C(<deployment>-gpu-free-check),
+    removed afterwards), with C(NVIDIA_VISIBLE_DEVICES=all), the Deployment's runtime class, node selector and
+    tolerations, and C(hostPID) so that nvidia-smi can name the host's processes.
+  - On failure it rolls back to the previous mode when O(rollback) is true, verifies that, and fails saying both. A
+    GPU-free mode whose GPU memory stays held is not rolled back, as vLLM could not load beside it; the failure names
+    the processes holding it.
   - Endpoints are reached through the Kubernetes API's service proxy, or at O(vllm_url) and O(litellm_url) when given.
 extends_documentation_fragment:
   - homelab.inference.attributes
@@ -101,6 +106,15 @@ options:
     description: Label selector of the GPU node(s), checked for pods holding C(nvidia.com/gpu) in a GPU-free mode.
     type: str
     default: nvidia.com/gpu=true
+  gpu_free_max_mib:
+    description:
+      - In a GPU-free mode, the most GPU memory (MiB) the driver may show used for the GPU to count as free. A display
+        on the card takes a few hundred MiB; a vLLM that did not let go holds gigabytes (O(gpu_free_max_mib) of a 12 GB
+        card at its default C(--gpu-memory-utilization) 0.9 is 11059).
+      - V(-1) skips the check, and with it the check pod (a cluster that forbids C(hostPID) pods).
+      - The playbook C(gpu_mode.yml) takes it from the catalog's C(inference_gpu_free_max_mib).
+    type: int
+    default: 1024
   gpu_free_model:
     description:
       - Model asked through LiteLLM to verify a GPU-free mode, and to warm before a switch takes away vLLM's model -
@@ -205,6 +219,13 @@ verified:
   returned: when verification ran
   type: dict
   sample: {"vllm_models": ["vllm-r1"], "litellm": {"model": "vllm-r1", "status": 200, "answered_by": "vllm-r1"}}
+  contains:
+    gpu_memory:
+      description: In a GPU-free mode, what nvidia-smi showed on the GPU node (absent with O(gpu_free_max_mib=-1)).
+      returned: when a GPU-free mode was verified
+      type: dict
+      sample: {"used_mib": 310, "max_mib": 1024, "processes": [{"pid": 1843, "name": "/usr/lib/xorg/Xorg",
+               "used_mib": 304}]}
 warmed:
   description: The fallback tier's answer through LiteLLM before vLLM's model was taken away.
   returned: when a switch took away the model vLLM served
@@ -264,6 +285,7 @@ def argument_spec():
         verify_timeout=dict(type="int", default=60),
         warm_timeout=dict(type="int", default=300),
         gpu_node_selector=dict(type="str", default="nvidia.com/gpu=true"),
+        gpu_free_max_mib=dict(type="int", default=1024),
         gpu_free_model=dict(type="str", default=""),
         vllm_service=dict(type="str", default="vllm-api"),
         vllm_port=dict(type="int", default=8000),
@@ -310,6 +332,9 @@ def endpoints(module):
 def run_module(module, kube_factory=KubeAccess):
     params = dict(module.params)
     problems = table_problems(params["mode"], params["modes"])
+    if params["gpu_free_max_mib"] < -1:
+        problems.append("gpu_free_max_mib: %s is below -1; give the most MiB a free GPU may show used, or -1 to skip "
+                        "the check" % params["gpu_free_max_mib"])
     if problems:
         module.fail_json(msg="; ".join(problems))
     if params["lock_duration"] is None:

@@ -153,6 +153,13 @@ def recorded(tmp_path_factory):
         outcomes["failed"] = gpu_mode("r1")
         lab.faults["fail_models"].pop("vllm-r1")
         outcomes["after"] = gpu_mode("status")
+        # vLLM's GPU memory outlives it (the lab's leak fault): gaming fails naming the process, and
+        # passes once the memory is freed.
+        lab.faults["gpu_leak"] = True
+        outcomes["leaked"] = gpu_mode("gaming")
+        lab.faults["gpu_leak"], lab.gpu_leaks = False, []
+        outcomes["freed"] = gpu_mode("gaming")
+        outcomes["back"] = gpu_mode("ml")
         log, lab.api.request_log = lab.api.request_log, None
         yield {"log": log, "outcomes": outcomes, "again": again, "applied": applied}
     finally:
@@ -182,6 +189,16 @@ def test_the_scenario_went_through_every_path_of_a_switch(recorded):
     assert outcomes["failed"]["failed"] is True and outcomes["failed"]["rolled_back"] is True
     assert outcomes["failed"]["msg"].endswith("rolled back to ml (verified)"), outcomes["failed"]["msg"]
     assert outcomes["after"]["mode"] == "ml"
+    assert outcomes["gaming"]["verified"]["gpu_memory"] == {"used_mib": 1, "max_mib": 1024, "processes": []}
+    leaked = outcomes["leaked"]
+    assert leaked["failed"] is True and leaked["rolled_back"] is False and leaked["mode"] == "gaming", leaked
+    assert re.fullmatch(r"switch to gaming failed: the GPU is not free: \d+ MiB used, at most 1024 allowed "
+                        r"\(gpu_free_max_mib\), held by VLLM::EngineCore \(pid \d+, \d+ MiB\); left in gaming with "
+                        r"vLLM stopped, not rolled back \(vLLM could not load beside that memory\): end that process "
+                        r"or restart the GPU node", leaked["msg"]), leaked["msg"]
+    assert outcomes["freed"]["changed"] is False and not outcomes["freed"].get("failed"), outcomes["freed"]
+    assert outcomes["freed"]["verified"]["gpu_memory"]["used_mib"] == 1
+    assert outcomes["back"]["mode"] == "ml" and outcomes["back"]["previous_mode"] == "gaming"
 
 
 def test_every_request_is_allowed_by_the_shipped_rules(recorded, shipped):

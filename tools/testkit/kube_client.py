@@ -55,6 +55,10 @@ class FakeKube:
         self.versions = itertools.count(2)
         self.pods = []
         self.gpu_node_pods = []             # other pods on the GPU node
+        # What nvidia-smi shows in the GPU check pod: MiB used and the processes (pid, name, MiB)
+        self.gpu_memory_used = 1
+        self.gpu_processes = []
+        self.check_pods = {}
         self.calls = []
         self.fail_with = None               # a KubeError every call raises (an API outage)
         self.lock = threading.Lock()
@@ -202,6 +206,32 @@ class FakeKube:
     def pods_on_node(self, node):
         self._check("pods_on_node")
         return self.list_pods(self.namespace, "") + copy.deepcopy(self.gpu_node_pods)
+
+    def create_pod(self, namespace, body):
+        """The GPU check pod: it runs nvidia-smi at once and has Succeeded when next read."""
+        self._check("create_pod")
+        name = body["metadata"]["name"]
+        if name in self.check_pods:
+            raise Conflict('pods "%s" already exists' % name, 409)
+        self.check_pods[name] = copy.deepcopy(body)
+        self.check_pods[name]["status"] = {"phase": "Succeeded"}
+        return copy.deepcopy(self.check_pods[name])
+
+    def get_pod(self, namespace, name):
+        self._check("get_pod")
+        return copy.deepcopy(self.check_pods.get(name))
+
+    def read_pod_log(self, namespace, name, container):
+        self._check("read_pod_log")
+        if name not in self.check_pods:
+            raise KubeError('pods "%s" not found' % name, 404)
+        if container == "memory":
+            return "%s\n" % self.gpu_memory_used
+        return "".join("%s, %s, %s\n" % (p["pid"], p["name"], p["used_mib"]) for p in self.gpu_processes)
+
+    def delete_pod(self, namespace, name):
+        self._check("delete_pod")
+        return self.check_pods.pop(name, None)
 
     def get_lease(self, namespace, name):
         with self.lock:

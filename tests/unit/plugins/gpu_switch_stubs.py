@@ -47,6 +47,8 @@ class StubKube:
                          {"name": "vllm", "args": list(TABLE[mode]["args"] or TABLE["ml"]["args"])}]}}}}
         self._roll()
         self.lease = None
+        # What nvidia-smi shows in the GPU check pod, and the pod while it exists
+        self.gpu_memory_used, self.gpu_processes, self.check_pod = 1, [], None
 
     def _roll(self):
         replicas = self.deployment["spec"]["replicas"]
@@ -82,6 +84,21 @@ class StubKube:
 
     def pods_on_node(self, node):
         return []
+
+    def create_pod(self, namespace, body):
+        self.events.append(("check pod", body["metadata"]["name"]))
+        self.check_pod = dict(body, status={"phase": "Succeeded"})
+
+    def get_pod(self, namespace, name):
+        return copy.deepcopy(self.check_pod)
+
+    def read_pod_log(self, namespace, name, container):
+        if container == "memory":
+            return "%d\n" % self.gpu_memory_used
+        return "".join("%s, %s, %s\n" % process for process in self.gpu_processes)
+
+    def delete_pod(self, namespace, name):
+        self.check_pod = None
 
     def get_lease(self, namespace, name):
         return copy.deepcopy(self.lease)
@@ -137,7 +154,8 @@ class StubLitellm:
 def params(mode, **extra):
     base = {"mode": mode, "modes": TABLE, "namespace": "ml", "deployment": "vllm-server", "container": "vllm",
             "rollout_timeout": 60, "rollback": True, "verify": True, "verify_timeout": 60, "warm_timeout": 300,
-            "gpu_node_selector": "nvidia.com/gpu=true", "gpu_free_model": "ollama-qwen", "litellm_api_key": "sk-x",
+            "gpu_node_selector": "nvidia.com/gpu=true", "gpu_free_model": "ollama-qwen", "gpu_free_max_mib": 1024,
+            "litellm_api_key": "sk-x",
             "lock_name": "gpu-mode", "lock_timeout": 10, "lock_duration": 900}
     base.update(extra)
     return base

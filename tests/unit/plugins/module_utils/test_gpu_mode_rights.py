@@ -160,6 +160,12 @@ def test_the_default_rules():
         "namespaced": [{"namespace": "ml", "rules": [
             {"apiGroups": ["apps"], "resources": ["deployments"], "resourceNames": ["vllm-server"],
              "verbs": ["get", "patch"]},
+            # the GPU-free check pod: created (no name for RBAC to match), then read, its log, removed
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["create"]},
+            {"apiGroups": [""], "resources": ["pods"], "resourceNames": ["vllm-server-gpu-free-check"],
+             "verbs": ["get", "delete"]},
+            {"apiGroups": [""], "resources": ["pods/log"], "resourceNames": ["vllm-server-gpu-free-check"],
+             "verbs": ["get"]},
             {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["gpu-mode"],
              "verbs": ["get", "update", "delete"]},
             # RBAC cannot restrict create by name: the name is not known when it decides.
@@ -179,7 +185,8 @@ def test_litellm_in_its_own_namespace_gets_its_own_role():
     assert rules["namespaced"][1]["rules"] == [{"apiGroups": [""], "resources": ["services/proxy"],
                                                 "resourceNames": ["litellm:4001"], "verbs": ["create"]}]
     names = [r.get("resourceNames") for r in rules["namespaced"][0]["rules"]]
-    assert names == [["vllm"], ["switch"], None, ["vllm-api:8000"]]
+    assert names == [["vllm"], None, ["vllm-gpu-free-check"], ["vllm-gpu-free-check"], ["switch"], None,
+                     ["vllm-api:8000"]]
 
 
 def test_no_litellm_check_needs_no_litellm_right():

@@ -114,6 +114,36 @@ def test_a_switch_whose_verification_fails_is_rolled_back_and_says_so(rig, capsy
     assert mode_label(rig) == "ml" and rig["kube"].lease is None
 
 
+def test_a_gpu_free_mode_is_verified_by_the_drivers_memory(rig, capsys):
+    failed, result = run(rig, capsys, "gaming")
+    assert not failed, result
+    assert result["verified"]["gpu_memory"] == {"used_mib": 1, "max_mib": 1024, "processes": []}
+    assert ("check pod", "vllm-server-gpu-free-check") in rig["events"] and rig["kube"].check_pod is None
+
+
+def test_memory_held_after_a_gpu_free_switch_fails_naming_the_process_without_a_rollback(rig, capsys):
+    rig["kube"].gpu_memory_used = 11060
+    rig["kube"].gpu_processes = [(4242, "VLLM::EngineCore", 11059)]
+    failed, result = run(rig, capsys, "gaming")
+    assert failed and result["rolled_back"] is False and result["mode"] == "gaming", result
+    assert result["msg"] == (
+        "switch to gaming failed: the GPU is not free: 11060 MiB used, at most 1024 allowed (gpu_free_max_mib), "
+        "held by VLLM::EngineCore (pid 4242, 11059 MiB); left in gaming with vLLM stopped, not rolled back (vLLM "
+        "could not load beside that memory): end that process or restart the GPU node")
+    assert "\n" not in result["msg"] and rig["kube"].check_pod is None and rig["kube"].lease is None
+    assert [e for e in rig["events"] if e[0] == "patch"] == [("patch", "gaming")], "no rollback"
+
+
+def test_the_memory_check_can_be_skipped_and_is_validated(rig, capsys):
+    rig["kube"].gpu_memory_used = 11060
+    failed, result = run(rig, capsys, "gaming", gpu_free_max_mib=-1)
+    assert not failed and "gpu_memory" not in result["verified"], result
+    assert not [e for e in rig["events"] if e[0] == "check pod"]
+    failed, result = run(rig, capsys, "ml", gpu_free_max_mib=-2)
+    assert failed and result["msg"] == ("gpu_free_max_mib: -2 is below -1; give the most MiB a free GPU may show "
+                                        "used, or -1 to skip the check"), result
+
+
 def test_the_api_key_is_never_in_the_result(rig, capsys):
     for mode in ("status", "r1"):
         result = run(rig, capsys, mode)[1]
