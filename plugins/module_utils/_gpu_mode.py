@@ -333,3 +333,19 @@ def parse_gpu_memory(logs):
             processes.append({"pid": int(fields[0]), "name": fields[1],
                               "used_mib": int(fields[2]) if fields[2].isdigit() else fields[2]})
     return {"used_mib": used, "processes": processes}
+
+
+# -- the switch's Event ---------------------------------------------------------------
+
+EVENT_SOURCE = "homelab.inference.gpu_mode"
+
+
+def switch_event(involved, reason, message, ok, now):
+    """A core/v1 Event on the vLLM Deployment, as a controller records one (kubectl describe lists it)."""
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {"apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": "%s.%x" % (involved["name"], int(now.timestamp() * 1e9)),
+                         "namespace": involved["namespace"]},
+            "involvedObject": dict((k, v) for k, v in involved.items() if v),
+            "reason": reason, "message": message[:1024], "type": "Normal" if ok else "Warning",
+            "source": {"component": EVENT_SOURCE}, "count": 1, "firstTimestamp": stamp, "lastTimestamp": stamp}

@@ -46,6 +46,8 @@ CALLS = {
     "get_check_pod": Call("get", "", "pods", "namespace", "check_pod"),
     "read_check_pod_log": Call("get", "", "pods/log", "namespace", "check_pod"),
     "delete_check_pod": Call("delete", "", "pods", "namespace", "check_pod"),
+    # the switch recorded as an Event on the Deployment
+    "create_event": Call("create", "", "events", "namespace", None),
     # the lock
     "get_lease": Call("get", "coordination.k8s.io", "leases", "namespace", "lock_name"),
     "create_lease": Call("create", "coordination.k8s.io", "leases", "namespace", None),

@@ -53,6 +53,8 @@ class GpuModeSwitch:
         self.namespace = params["namespace"]
         self.name = params["deployment"]
         self.timings = {}
+        self.warnings = []
+        self.involved = None    # the Deployment, as an Event names it
 
     # -- reading ------------------------------------------------------------------
 
@@ -61,6 +63,8 @@ class GpuModeSwitch:
         if deployment is None:
             raise SwitchFailed("Deployment %s/%s not found; run site.yml first, or set namespace and deployment"
                                % (self.namespace, self.name), {})
+        self.involved = {"apiVersion": "apps/v1", "kind": "Deployment", "name": self.name, "namespace": self.namespace,
+                         "uid": deployment["metadata"].get("uid")}
         return deployment
 
     def selector(self, deployment):
@@ -141,6 +145,23 @@ class GpuModeSwitch:
             if not released and failure is not None:
                 failure.args = ("%s; the lock could not be released (it expires in %ss)"
                                 % (failure, self.params["lock_duration"]),)
+            if result["changed"]:
+                self.record(result, previous, target, failure)
+
+    def record(self, result, previous, target, failure):
+        """The switch as an Event on the vLLM Deployment (kubectl describe shows it): who, from, to, each
+        phase's seconds, the outcome. Best effort: the switch stands whether or not it is recorded."""
+        phases = ", ".join("%s %ss" % item for item in self.timings.items() if item[0] != "total")
+        outcome = "verified" if failure is None else str(failure)
+        message = "%s -> %s by %s in %ss (%s): %s" % (previous or "unknown", target, self.holder,
+                                                      self.timings.get("total"), phases, outcome)
+        reason = "GpuModeSwitched" if failure is None else \
+            "GpuModeRolledBack" if result.get("rolled_back") else "GpuModeSwitchFailed"
+        event = _gpu_mode.switch_event(self.involved, reason, message, failure is None, self.now())
+        try:
+            self.kube.create_event(self.namespace, event)
+        except KubeError as err:
+            self.warnings.append("the switch is done but its Event was not recorded: %s" % err)
 
     def warm(self, target, deployment, result):
         """Before a switch takes away the model vLLM serves: the fallback tier answers through LiteLLM.

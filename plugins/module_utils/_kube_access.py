@@ -58,6 +58,7 @@ class KubeAccess:
             self._pods = resources.get(api_version="v1", kind="Pod")
             self._nodes = resources.get(api_version="v1", kind="Node")
             self._leases = resources.get(api_version="coordination.k8s.io/v1", kind="Lease")
+            self._events = resources.get(api_version="v1", kind="Event")
         except Exception as err:  # any failure here means: no usable API
             raise KubeError(self._explain(err, "cannot use the Kubernetes API"))
 
@@ -140,6 +141,11 @@ class KubeAccess:
                               _gpu_mode_rights.right("read_check_pod_log", namespace, name), self._pods.log.get,
                               name=name, namespace=namespace, serialize=False, query_params={"container": container})
         return response.data.decode("utf-8", "replace") if response is not None else None
+
+    def create_event(self, namespace, body):
+        return self._call("recording Event %s/%s" % (namespace, body["metadata"]["name"]),
+                          _gpu_mode_rights.right("create_event", namespace), self._events.create, body=body,
+                          namespace=namespace)
 
     # the lock -----------------------------------------------------------------
 

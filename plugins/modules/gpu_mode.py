@@ -32,6 +32,9 @@ description:
   - The driver is asked by C(nvidia-smi) in a short pod of the vLLM image on the GPU node (C(<deployment>-gpu-free-check),
     removed afterwards), with C(NVIDIA_VISIBLE_DEVICES=all), the Deployment's runtime class, node selector and
     tolerations, and C(hostPID) so that nvidia-smi can name the host's processes.
+  - Each switch it made or tried is recorded as an Event on the vLLM Deployment (C(kubectl describe deployment)) -
+    reason C(GpuModeSwitched), C(GpuModeRolledBack) or C(GpuModeSwitchFailed), and a message with the modes, who
+    switched, each phase's seconds and the outcome. An Event that cannot be written is a warning, not a failure.
   - On failure it rolls back to the previous mode when O(rollback) is true, verifies that, and fails saying both. A
     GPU-free mode whose GPU memory stays held is not rolled back, as vLLM could not load beside it; the failure names
     the processes holding it.
@@ -347,7 +350,11 @@ def run_module(module, kube_factory=KubeAccess):
         switch = GpuModeSwitch(kube, params, vllm, litellm, holder)
         if params["mode"] == STATUS:
             module.exit_json(**switch.status())
-        result = switch.run(module.check_mode)
+        try:
+            result = switch.run(module.check_mode)
+        finally:
+            for warning in switch.warnings:
+                module.warn(warning)
     except SwitchFailed as failure:
         module.fail_json(msg=str(failure), **failure.result)
     except KubeError as err:

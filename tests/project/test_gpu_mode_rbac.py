@@ -161,7 +161,9 @@ def recorded(tmp_path_factory):
         outcomes["freed"] = gpu_mode("gaming")
         outcomes["back"] = gpu_mode("ml")
         log, lab.api.request_log = lab.api.request_log, None
-        yield {"log": log, "outcomes": outcomes, "again": again, "applied": applied}
+        yield {"log": log, "outcomes": outcomes, "again": again, "applied": applied,
+               "events": [e["reason"] for e in sorted(lab.store.list("events", "ml"),
+                                                       key=lambda e: e["metadata"]["name"])]}
     finally:
         lab.stop()
 
@@ -199,6 +201,9 @@ def test_the_scenario_went_through_every_path_of_a_switch(recorded):
     assert outcomes["freed"]["changed"] is False and not outcomes["freed"].get("failed"), outcomes["freed"]
     assert outcomes["freed"]["verified"]["gpu_memory"]["used_mib"] == 1
     assert outcomes["back"]["mode"] == "ml" and outcomes["back"]["previous_mode"] == "gaming"
+    # Each switch made or tried, in order, as an Event on the Deployment (not the no-op, check or status runs).
+    assert recorded["events"] == ["GpuModeSwitched"] * 3 + ["GpuModeRolledBack", "GpuModeSwitchFailed",
+                                                            "GpuModeSwitched"], recorded["events"]
 
 
 def test_every_request_is_allowed_by_the_shipped_rules(recorded, shipped):

@@ -4,6 +4,7 @@ the lab's GPU tests (a device plugin, a FAKE vLLM behind a Service), applied by 
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import subprocess
@@ -16,6 +17,7 @@ import pytest
 import yaml
 
 from lab import port_forward
+from ansible_collections.homelab.inference.plugins.module_utils import _gpu_mode
 from helpers import ansible_playbook
 from lab_fixture import DEVICE_PLUGIN, call, service, start_lab, vllm_deployment, wait_for
 
@@ -258,6 +260,21 @@ def test_describe_and_rollout_status_of_the_deployment(lab):
     assert code == 0 and 'deployment "vllm" successfully rolled out' in output, output
     code, output = kubectl(lab, "get", "deploy", "vllm", "-n", "ml", "-o", "json")
     assert code == 0 and json.loads(output)["spec"]["strategy"]["type"] == "Recreate", output
+
+
+def test_describe_lists_the_events_of_a_gpu_mode_switch(lab):
+    # The Event gpu_mode records after a switch, built by the module's own code.
+    deployment = call(lab, "GET", "/apis/apps/v1/namespaces/ml/deployments/vllm")[1]
+    involved = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "vllm", "namespace": "ml",
+                "uid": deployment["metadata"]["uid"]}
+    event = _gpu_mode.switch_event(involved, "GpuModeSwitched", "ml -> r1 by me@host/1 in 3.1s (rollout 2.9s): "
+                                   "verified", True, datetime.datetime.now(datetime.timezone.utc))
+    status, body = call(lab, "POST", "/api/v1/namespaces/ml/events", event)
+    assert status == 201, body
+    code, output = kubectl(lab, "describe", "deploy", "vllm", "-n", "ml")
+    events = output[output.index("Events:"):]
+    assert code == 0 and "GpuModeSwitched" in events and "homelab.inference.gpu_mode" in events and \
+        "ml -> r1 by me@host/1 in 3.1s (rollout 2.9s): verified" in events, output
 
 
 def replica_sets(lab):

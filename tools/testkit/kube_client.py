@@ -59,6 +59,7 @@ class FakeKube:
         self.gpu_memory_used = 1
         self.gpu_processes = []
         self.check_pods = {}
+        self.recorded = []                  # the Events the switches recorded
         self.calls = []
         self.fail_with = None               # a KubeError every call raises (an API outage)
         self.lock = threading.Lock()
@@ -232,6 +233,11 @@ class FakeKube:
     def delete_pod(self, namespace, name):
         self._check("delete_pod")
         return self.check_pods.pop(name, None)
+
+    def create_event(self, namespace, body):
+        self._check("create_event")
+        self.recorded.append(copy.deepcopy(body))
+        return copy.deepcopy(body)
 
     def get_lease(self, namespace, name):
         with self.lock:

@@ -49,6 +49,7 @@ class StubKube:
         self.lease = None
         # What nvidia-smi shows in the GPU check pod, and the pod while it exists
         self.gpu_memory_used, self.gpu_processes, self.check_pod = 1, [], None
+        self.recorded = []      # the Events the switches recorded
 
     def _roll(self):
         replicas = self.deployment["spec"]["replicas"]
@@ -99,6 +100,9 @@ class StubKube:
 
     def delete_pod(self, namespace, name):
         self.check_pod = None
+
+    def create_event(self, namespace, body):
+        self.recorded.append(body)
 
     def get_lease(self, namespace, name):
         return copy.deepcopy(self.lease)

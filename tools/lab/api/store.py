@@ -86,7 +86,15 @@ FIELDS = {
     "metadata.namespace": lambda o: o["metadata"].get("namespace"),
     "spec.nodeName": lambda o: (o.get("spec") or {}).get("nodeName", ""),
     "status.phase": lambda o: (o.get("status") or {}).get("phase", ""),
+    # Events' own (kubernetes v1.31 pkg/registry/core/event/strategy.go, ToSelectableFields): kubectl describe
+    # finds an object's events by them.
+    "reason": lambda o: o.get("reason", ""),
+    "type": lambda o: o.get("type", ""),
+    "source": lambda o: (o.get("source") or {}).get("component", ""),
+    "reportingComponent": lambda o: o.get("reportingComponent", ""),
 }
+for _field in ("kind", "namespace", "name", "uid", "apiVersion", "resourceVersion", "fieldPath"):
+    FIELDS["involvedObject." + _field] = lambda o, field=_field: str((o.get("involvedObject") or {}).get(field, ""))
 
 
 def parse_field_selector(text):

@@ -166,6 +166,8 @@ def test_the_default_rules():
              "verbs": ["get", "delete"]},
             {"apiGroups": [""], "resources": ["pods/log"], "resourceNames": ["vllm-server-gpu-free-check"],
              "verbs": ["get"]},
+            # each switch recorded as an Event on the Deployment
+            {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
             {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["gpu-mode"],
              "verbs": ["get", "update", "delete"]},
             # RBAC cannot restrict create by name: the name is not known when it decides.
@@ -185,7 +187,7 @@ def test_litellm_in_its_own_namespace_gets_its_own_role():
     assert rules["namespaced"][1]["rules"] == [{"apiGroups": [""], "resources": ["services/proxy"],
                                                 "resourceNames": ["litellm:4001"], "verbs": ["create"]}]
     names = [r.get("resourceNames") for r in rules["namespaced"][0]["rules"]]
-    assert names == [["vllm"], None, ["vllm-gpu-free-check"], ["vllm-gpu-free-check"], ["switch"], None,
+    assert names == [["vllm"], None, ["vllm-gpu-free-check"], ["vllm-gpu-free-check"], None, ["switch"], None,
                      ["vllm-api:8000"]]
 
 

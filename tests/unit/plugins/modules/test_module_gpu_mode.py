@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 
 import pytest
 
@@ -112,6 +113,38 @@ def test_a_switch_whose_verification_fails_is_rolled_back_and_says_so(rig, capsy
     assert "\n" not in result["msg"]
     assert [e for e in rig["events"] if e[0] == "patch"] == [("patch", "r1"), ("patch", "ml")]
     assert mode_label(rig) == "ml" and rig["kube"].lease is None
+
+
+def test_each_switch_is_recorded_as_an_event_on_the_deployment(rig, capsys):
+    run(rig, capsys, "r1")
+    run(rig, capsys, "r1")            # the same mode again: nothing switched, nothing recorded
+    run(rig, capsys, "gaming", check=True)
+    [event] = rig["kube"].recorded
+    assert event["involvedObject"]["kind"] == "Deployment" and event["involvedObject"]["name"] == "vllm-server"
+    assert (event["reason"], event["type"], event["source"]) == (
+        "GpuModeSwitched", "Normal", {"component": "homelab.inference.gpu_mode"})
+    assert re.fullmatch(r"ml -> r1 by \S+@\S+/\d+ in [\d.]+s \(lock [\d.]+s, warm [\d.]+s, patch [\d.]+s, rollout "
+                        r"[\d.]+s, verify [\d.]+s\): verified", event["message"]), event["message"]
+
+
+def test_a_failed_switch_is_recorded_as_a_warning_event(rig, capsys):
+    rig["kube"].gpu_memory_used = 11060
+    failed, result = run(rig, capsys, "gaming")
+    [event] = rig["kube"].recorded
+    assert failed and (event["reason"], event["type"]) == ("GpuModeSwitchFailed", "Warning")
+    assert event["message"].endswith(result["msg"]), event["message"]
+
+
+def test_an_event_that_cannot_be_written_is_a_warning_not_a_failure(rig, capsys, monkeypatch):
+    def refuse(namespace, body):
+        raise KubeError("recording Event ml/x: 403 Forbidden; grant create on events in namespace ml", 403)
+    monkeypatch.setattr(rig["kube"], "create_event", refuse)
+    failed, result = run(rig, capsys, "r1")
+    assert not failed and result["mode"] == "r1"
+    # ansible-core 2.19 reports a warning as a WarningSummary whose event holds the text
+    assert [w["event"]["msg"] if isinstance(w, dict) else w for w in result["warnings"]] == [
+        "the switch is done but its Event was not recorded: recording Event ml/x: 403 Forbidden; grant create on "
+        "events in namespace ml"]
 
 
 def test_a_gpu_free_mode_is_verified_by_the_drivers_memory(rig, capsys):
