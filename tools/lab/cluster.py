@@ -33,6 +33,8 @@ NODES = [
      [{"key": "gpu", "value": "true", "effect": "NoSchedule"}]),
 ]
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+# The process of a vLLM that holds GPU memory, as nvidia-smi names it (vLLM V1's engine core).
+GPU_PROCESS = "VLLM::EngineCore"
 GPU = {"name": "NVIDIA GeForce RTX 3060", "driver_version": "580.95.05", "memory_total_mib": 12288,
        "memory_used_mib": 1, "uuid": "GPU-0b5c3a52-7f0e-4c1e-9a51-3060a1ab0001"}
 
@@ -241,13 +243,13 @@ class Lab:
             for container in worker.containers:
                 process = container.process
                 if container.gpu_mib and process is not None and process.poll() is None:
-                    held.append({"pid": process.pid, "name": "VLLM::EngineCore", "used_mib": container.gpu_mib,
+                    held.append({"pid": process.pid, "name": GPU_PROCESS, "used_mib": container.gpu_mib,
                                  "pod": "%s/%s" % (worker.namespace, worker.name)})
         return held + list(self.gpu_leaks)
 
     def gpu_process_ended(self, pid, mib, pod):
         if self.faults["gpu_leak"]:
-            self.gpu_leaks.append({"pid": pid, "name": "VLLM::EngineCore", "used_mib": mib, "pod": pod})
+            self.gpu_leaks.append({"pid": pid, "name": GPU_PROCESS, "used_mib": mib, "pod": pod})
 
     def config_data(self, plural, namespace, name):
         obj = self.store.get(plural, namespace, name) or {}

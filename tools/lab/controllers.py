@@ -7,20 +7,14 @@ what the objects ask for, as Kubernetes' controllers do."""
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import uuid
 from collections import Counter
 
 from .api.store import now_rfc3339
 from .network import pod_ready
-from .rollouts import Rollouts, deleting, owned_by
+from .rollouts import Rollouts, deleting, owned_by, template_hash
 
 GPU = "nvidia.com/gpu"
-
-
-def template_hash(template):
-    return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def container_gpus(container):

@@ -285,13 +285,7 @@ class PodWorker(threading.Thread):
         spec = container.spec
         if image_family(spec.get("image", "")) != "vllm" or spec.get("command") or not container_gpus(spec):
             return 0
-        args = spec.get("args") or []
-        share = 0.9
-        for index, arg in enumerate(args):
-            if arg == "--gpu-memory-utilization" and index + 1 < len(args):
-                share = float(args[index + 1])
-            elif arg.startswith("--gpu-memory-utilization="):
-                share = float(arg.split("=", 1)[1])
+        share = float(_flag(spec.get("args") or [], "--gpu-memory-utilization") or 0.9)
         return int(self.lab.gpu["memory_total_mib"] * share)
 
     def release_gpu(self, container, pid):
@@ -510,16 +504,18 @@ class PodWorker(threading.Thread):
         self.lab.update_pod_status(self.namespace, self.name, self.uid, status)
 
 
-def _served(args):
+def _flag(args, name):
+    """The value of ``name`` in an argument list (``--name value`` or ``--name=value``), or None."""
     for index, arg in enumerate(args):
-        if arg == "--served-model-name" and index + 1 < len(args):
+        if arg == name and index + 1 < len(args):
             return args[index + 1]
-        if arg.startswith("--served-model-name="):
+        if arg.startswith(name + "="):
             return arg.split("=", 1)[1]
-    for index, arg in enumerate(args):
-        if arg == "--model" and index + 1 < len(args):
-            return args[index + 1]
     return None
+
+
+def _served(args):
+    return _flag(args, "--served-model-name") or _flag(args, "--model")
 
 
 def _terminate(process, grace=5.0):

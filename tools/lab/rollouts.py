@@ -190,7 +190,8 @@ class Rollouts:
             self.new_pod(replica_set, "ReplicaSet", replica_set["spec"]["template"],
                          name=generated_name(replica_set["metadata"]["name"]))
         # Which pods go first (replica_set.go, getPodsToDelete): unscheduled, then not ready, then the newest.
-        doomed = sorted(pods, key=lambda p: (bool(p["spec"].get("nodeName")), pod_ready(p), _newest_first(p)))
+        newest_first = sorted(pods, key=lambda p: p["metadata"]["creationTimestamp"], reverse=True)
+        doomed = sorted(newest_first, key=lambda p: (bool(p["spec"].get("nodeName")), pod_ready(p)))
         for pod in doomed[:max(0, len(pods) - wanted)]:
             self.delete_pod(pod)
         ready = [p for p in pods if pod_ready(p)]
@@ -198,9 +199,4 @@ class Rollouts:
         counts = {"fullyLabeledReplicas": len(pods), "readyReplicas": len(ready), "availableReplicas": len(ready)}
         status.update({k: v for k, v in counts.items() if v})
         self.write_status("replicasets", replica_set, status)
-
-
-def _newest_first(pod):
-    """A sort key that puts the most recently created pod first."""
-    return [-ord(char) for char in pod["metadata"]["creationTimestamp"]]
 
