@@ -205,6 +205,16 @@ def pod_failure(pod):
     return None
 
 
+def from_other_template(deployment, pod):
+    """Whether the Deployment made ``pod`` for another pod template (an old ReplicaSet's), told by a
+    container's args. Such a pod is on its way out: the ReplicaSet controller deletes it after the
+    Deployment's status already shows the new generation, so its failure is not the new mode's."""
+    template = (((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
+    wanted = dict((c.get("name"), c.get("args")) for c in template)
+    return any(c.get("name") in wanted and c.get("args") != wanted[c.get("name")]
+               for c in (pod.get("spec") or {}).get("containers") or [])
+
+
 def rollout_progress(deployment, pods):
     """('done' | 'waiting' | 'failed', detail) for a switch's rollout."""
     if rolled_out(deployment):
@@ -216,7 +226,7 @@ def rollout_progress(deployment, pods):
             return "waiting", "%d pod(s) still terminating" % len(pods)
         return "done", "rolled out"
     for pod in pods:
-        if (pod.get("metadata") or {}).get("deletionTimestamp"):
+        if (pod.get("metadata") or {}).get("deletionTimestamp") or from_other_template(deployment, pod):
             continue
         failure = pod_failure(pod)
         if failure:

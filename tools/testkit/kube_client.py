@@ -91,8 +91,9 @@ class FakeKube:
         name = "vllm-server-%s" % next(self.versions)
         pod = {"metadata": {"name": name, "namespace": self.namespace,
                             "labels": dict(self.deployment["spec"]["selector"]["matchLabels"])},
-               "spec": {"containers": [{"name": "vllm",
-                                        "resources": {"limits": {_gpu_mode.GPU_RESOURCE: "1"}}}]},
+               # the template's containers, as the ReplicaSet controller makes its pods
+               "spec": {"containers": [dict(copy.deepcopy(c), resources={"limits": {_gpu_mode.GPU_RESOURCE: "1"}})
+                                       for c in self.deployment["spec"]["template"]["spec"]["containers"]]},
                "status": {"phase": "Running" if ready else "Pending", "conditions": [],
                           "containerStatuses": [{"name": "vllm", "ready": ready,
                                                  "state": {"running": {}} if ready else {

@@ -160,6 +160,19 @@ def test_rollout_progress():
     assert _gpu_mode.rollout_progress(stopped, []) == ("done", "rolled out")
 
 
+def test_a_failed_pod_of_the_previous_template_does_not_fail_the_rollout():
+    # Right after a switch the Deployment's status already shows the new generation while the old
+    # ReplicaSet's pod (here OOMKilled serving r1) is not deleted yet: waiting, not failed.
+    switching = deployment(generation=3, observed=3, status={"availableReplicas": 0, "updatedReplicas": 0})
+    old = pod(statuses=[{"name": "vllm", "state": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}])
+    old["spec"]["containers"] = [{"name": "vllm", "args": ["--model", "y", "--served-model-name", "vllm-r1"]}]
+    assert _gpu_mode.rollout_progress(switching, [old]) == ("waiting", "0 of 1 replicas available")
+    serving_qwen = ["--model", "x", "--served-model-name", "vllm-qwen"]
+    current = dict(old, spec={"containers": [{"name": "vllm", "args": serving_qwen}]})
+    assert _gpu_mode.rollout_progress(switching, [current]) == (
+        "failed", "pod vllm-server-1: container vllm was OOMKilled (exit code 137)")
+
+
 def test_gpu_holders():
     pods = [pod("vllm", gpu="1", phase="Running"), pod("plugin", phase="Running"),
             pod("finished", gpu="1", phase="Succeeded"), pod("game", gpu=1, phase="Running", namespace="games")]
