@@ -293,7 +293,10 @@ def test_a_changed_catalog_timeout_rolls_litellm_and_is_live(tmp_path):
     try:
         code, _, output = playbook("site.yml", "--tags", "litellm", "-e", "@%s" % overrides, json_output=False)
         assert code == 0, output[-3000:]
-        after = {p["metadata"]["name"] for p in pods("ml", "app.kubernetes.io/name=litellm")}
+        # The apply waits for the Deployment, whose status, as on a cluster, no longer counts a pod once it
+        # is terminating: the old one may still be on its way out, but no longer in service.
+        found = pods("ml", "app.kubernetes.io/name=litellm")
+        after = {p["metadata"]["name"] for p in found if not p["metadata"].get("deletionTimestamp")}
         assert after and not after & before, "a new LiteLLM pod replaced the old one"
         status, info, _ = litellm("GET", "/v1/model/info")
         timeouts = {m["model_name"]: m["litellm_params"].get("timeout") for m in info["data"]}
