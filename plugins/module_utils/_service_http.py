@@ -20,8 +20,9 @@ try:
     from kubernetes.client.exceptions import ApiException
     from urllib3.exceptions import HTTPError as Urllib3Error
     from urllib3.exceptions import ReadTimeoutError
+    from urllib3.util.retry import Retry
 except ImportError:  # reported by the module through AnsibleK8SModule's requires()
-    ApiException = Urllib3Error = ReadTimeoutError = None
+    ApiException = Urllib3Error = ReadTimeoutError = Retry = None
 
 
 class ServiceError(Exception):
@@ -115,17 +116,17 @@ class ServiceEndpoint:
         headers = dict(headers, Accept="*/*")
         try:
             if hasattr(self._api, "param_serialize"):  # kubernetes >= 31 (the newer generated client)
-                serialized = self._api.param_serialize(method, resource, path_params=params, header_params=headers,
-                                                       body=data, auth_settings=["BearerToken"])
-                if not follow_redirects:
-                    # The client's REST layer always follows redirects (urllib3's default); its pool does not
-                    # have to. Same URL, headers (the credentials) and TLS settings, one request.
-                    method, url, header_params, payload = serialized[:4]
-                    response = self._api.rest_client.pool_manager.request(
-                        method, url, body=json.dumps(payload) if payload is not None else None, headers=header_params,
-                        timeout=timeout, preload_content=False, redirect=False)
-                    return response.status, to_text(response.read()), _lower(response.headers)
-                response = self._api.call_api(*serialized, _request_timeout=timeout)
+                method, url, header_params, payload = self._api.param_serialize(
+                    method, resource, path_params=params, header_params=headers, body=data,
+                    auth_settings=["BearerToken"])[:4]
+                # Straight to the client's pool (same URL, credentials and TLS settings), as one request: the
+                # client's call_api would retry a GET's read timeout 3 times (urllib3's default Retry(3)),
+                # so a 30 s timeout waited 120 s, and it always follows redirects.
+                response = self._api.rest_client.pool_manager.request(
+                    method, url, body=json.dumps(payload) if payload is not None else None, headers=header_params,
+                    timeout=timeout, preload_content=False, redirect=follow_redirects,
+                    retries=Retry(total=None, connect=0, read=0, status=0, other=0,
+                                  redirect=5 if follow_redirects else 0, raise_on_redirect=False))
                 return response.status, to_text(response.read()), _lower(response.headers)
             response = self._api.call_api(
                 resource, method, path_params=params, header_params=headers, body=data,

@@ -98,11 +98,13 @@ class ProxyApi:
 
     def __init__(self, status, body):
         self.status, self.body = status, body
+        self.rest_client = self
+        self.pool_manager = self
 
     def param_serialize(self, method, resource, **kwargs):
-        return (method, resource)
+        return (method, resource, {}, None)
 
-    def call_api(self, *args, **kwargs):
+    def request(self, *args, **kwargs):  # the client's urllib3 pool
         api = self
 
         class Response:

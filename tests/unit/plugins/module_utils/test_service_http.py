@@ -12,15 +12,17 @@ urllib3 = pytest.importorskip("urllib3")
 
 class SlowProxyApi:
     """The kubernetes client's low-level API when the proxied service answers too late: urllib3's
-    ReadTimeoutError, bare or wrapped in MaxRetryError as the client's pool raises it."""
+    ReadTimeoutError from the client's pool, bare or wrapped in MaxRetryError as a pool with retries raises it."""
 
     def __init__(self, wrapped):
         self.wrapped = wrapped
+        self.rest_client = self
+        self.pool_manager = self
 
     def param_serialize(self, method, resource, **kwargs):
-        return (method, resource)
+        return (method, resource, {}, None)
 
-    def call_api(self, *args, **kwargs):
+    def request(self, *args, **kwargs):
         timeout = urllib3.exceptions.ReadTimeoutError(None, "/api/v1/...", "Read timed out. (read timeout=3)")
         if self.wrapped:
             raise urllib3.exceptions.MaxRetryError(None, "/api/v1/namespaces/ml/services/litellm:4000/proxy/",
@@ -53,3 +55,35 @@ def test_a_read_timeout_reached_directly_says_the_service_was_slow():
         assert "did not answer within 0.5s" in str(raised.value) and raised.value.timed_out
     finally:
         listener.close()
+
+
+@pytest.mark.parametrize("follow_redirects", [True, False], ids=["following-redirects", "not-following"])
+def test_a_slow_answer_through_the_proxy_is_asked_for_once(follow_redirects):
+    # The kubernetes client's pool retries a GET's read timeout 3 times by default (urllib3's Retry(3)),
+    # so a 30 s timeout let verify wait 120 s for Paperless-AI. One request, one timeout.
+    client = pytest.importorskip("kubernetes.client")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    accepted = []
+
+    def accept():
+        while True:
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        configuration = client.Configuration(host="http://127.0.0.1:%d" % listener.getsockname()[1])
+        endpoint = ServiceEndpoint(None, "docs", "paperless-ai", 3000)
+        endpoint._api = client.ApiClient(configuration)
+        with pytest.raises(ServiceError) as raised:
+            endpoint.exchange("GET", "/api/processing-status", timeout=0.3, follow_redirects=follow_redirects)
+        assert "did not answer within 0.3s" in str(raised.value) and raised.value.timed_out
+        assert len(accepted) == 1, "the request was sent %d times" % len(accepted)
+    finally:
+        listener.close()
+        for connection in accepted:
+            connection.close()
