@@ -135,6 +135,44 @@ def switch_patch(deployment, target, table, container="vllm"):
     return patch
 
 
+def service_patch(service, target):
+    """The patch that makes the vLLM Service select the pods of mode ``target`` only (None when it does
+    already). Made before the Deployment's patch, it takes the pod being replaced out of the Service while
+    it finishes its requests; the new mode's pods come in as they get ready."""
+    if ((service.get("spec") or {}).get("selector") or {}).get(MODE_LABEL) == target:
+        return None
+    patch = {"spec": {"selector": {MODE_LABEL: target}}}
+    last_applied = ((service.get("metadata") or {}).get("annotations") or {}).get(LAST_APPLIED)
+    if last_applied:
+        try:
+            applied = json.loads(last_applied)
+        except ValueError:
+            return patch
+        applied.setdefault("spec", {}).setdefault("selector", {})[MODE_LABEL] = target
+        patch["metadata"] = {"annotations": {LAST_APPLIED: json.dumps(applied, separators=(",", ":"),
+                                                                      sort_keys=True)}}
+    return patch
+
+
+# vllm/v1/metrics/loggers.py (v0.32.0, PrometheusStatLogger): the scheduler's gauges, one sample per engine.
+REQUEST_GAUGES = ("vllm:num_requests_running", "vllm:num_requests_waiting")
+
+
+def requests_in_vllm(metrics_text):
+    """Requests running or waiting in a vLLM, from its /metrics (Prometheus text format); None when the
+    text has neither gauge."""
+    total, seen = 0.0, False
+    for line in metrics_text.splitlines():
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in REQUEST_GAUGES:
+            try:
+                total += float(line.rsplit(" ", 1)[1])
+            except (IndexError, ValueError):
+                continue
+            seen = True
+    return int(total) if seen else None
+
+
 def updated_last_applied(text, target, table, container="vllm"):
     """The last-applied configuration with the mode's fields changed as the patch changes them."""
     try:
@@ -179,6 +217,14 @@ def probe_patch(deployment, target, table, container="vllm"):
 
 
 # -- rollouts ---------------------------------------------------------------------
+
+def pod_ready(pod):
+    """Whether a pod is Ready and not being deleted: in its Service's endpoints."""
+    if (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (pod.get("status") or {}).get("conditions") or [])
+
 
 def pod_failure(pod):
     """Why a pod will not become ready by waiting (one line), or None."""

@@ -46,6 +46,12 @@ CALLS = {
     "get_check_pod": Call("get", "", "pods", "namespace", "check_pod"),
     "read_check_pod_log": Call("get", "", "pods/log", "namespace", "check_pod"),
     "delete_check_pod": Call("delete", "", "pods", "namespace", "check_pod"),
+    # the drain: the vLLM Service selects the target mode's pods before the Deployment changes, so the
+    # gateway stops sending to the pod being replaced; its request gauges on /metrics, through the pod proxy
+    # (pod names are generated: RBAC cannot name them), show when its requests have finished
+    "get_vllm_service": Call("get", "", "services", "namespace", "vllm_service"),
+    "patch_vllm_service": Call("patch", "", "services", "namespace", "vllm_service"),
+    "vllm_pod_metrics": Call("get", "", "pods/proxy", "namespace", None),
     # the switch recorded as an Event on the Deployment
     "create_event": Call("create", "", "events", "namespace", None),
     # the lock

@@ -22,6 +22,7 @@ from ansible_collections.homelab.inference.plugins.module_utils._service_http im
 # Polls start fast and slow down, never beyond this: a finished rollout is
 # noticed within a quarter of a second.
 POLL_FIRST, POLL_GROWTH, POLL_MAX = 0.05, 1.5, 0.25
+DRAIN_POLL = 0.25
 
 
 class SwitchFailed(Exception):
@@ -42,10 +43,12 @@ def utc_now():
 
 
 class GpuModeSwitch:
-    def __init__(self, kube, params, vllm, litellm, holder, clock=time.monotonic, sleep=time.sleep, now=utc_now):
+    def __init__(self, kube, params, vllm, litellm, holder, clock=time.monotonic, sleep=time.sleep, now=utc_now,
+                 vllm_pod=None):
         self.kube = kube
         self.params = params
         self.vllm = vllm
+        self.vllm_pod = vllm_pod  # pod name -> that pod's vLLM endpoint (its /metrics while it drains)
         self.litellm = litellm
         self.holder = holder
         self.clock, self.sleep, self.now = clock, sleep, now
@@ -55,6 +58,7 @@ class GpuModeSwitch:
         self.timings = {}
         self.warnings = []
         self.involved = None    # the Deployment, as an Event names it
+        self.drained = None     # the most requests a drain saw running on vLLM
 
     # -- reading ------------------------------------------------------------------
 
@@ -98,6 +102,11 @@ class GpuModeSwitch:
                       diff={"before": {"mode": previous, "model": before["model"]},
                             "after": {"mode": target, "model": self.table[target]["vllm_model"]}})
         if previous == target and before["ready"]:
+            # A run stopped between the Service's patch and the Deployment's left vLLM out of its Service.
+            if not check_mode and self.select(target):
+                result["changed"] = True
+                self.warnings.append("the vLLM Service selected another mode's pods (a switch was stopped "
+                                     "midway): it selects %s's again" % target)
             if self.params["verify"] and not check_mode:
                 result["verified"] = self.verify(target, deployment)
             self.timings["total"] = round(self.clock() - began, 3)
@@ -140,6 +149,8 @@ class GpuModeSwitch:
             failure = err
             raise
         finally:
+            if self.drained is not None:
+                result["drained"] = self.drained
             released = self.unlock()
             self.timings["total"] = round(self.clock() - began, 3)
             if not released and failure is not None:
@@ -195,9 +206,14 @@ class GpuModeSwitch:
             raise SwitchFailed(str(err), {})
 
     def _apply(self, target, deployment, phase):
-        began = self.clock()
         if deployment is None:
             deployment = self.read()
+        began = self.clock()
+        drained = self.drain(target, deployment)
+        if drained is not None:
+            self.timings[phase + "drain"] = round(self.clock() - began, 3)
+            self.drained = drained
+        began = self.clock()
         patch = _gpu_mode.switch_patch(deployment, target, self.table, self.params["container"])
         patched = self.kube.patch_deployment(self.namespace, self.name, patch)
         self.timings[phase + "patch"] = round(self.clock() - began, 3)
@@ -209,6 +225,54 @@ class GpuModeSwitch:
             return self.verify(target, self.read())
         finally:
             self.timings[phase + "verify"] = round(self.clock() - began, 3)
+
+    def drain(self, target, deployment):
+        """Take vLLM's serving pods out of its Service, then wait until they run no request.
+
+        The Service selects mode ``target``'s pods from now on: new connections to vLLM are refused,
+        which the gateway falls back from at once, and its probes stop sending it anything within
+        ``drain_settle`` seconds; requests already running finish on the old pod. It is stopped when its
+        /metrics shows none running or waiting after that, or at ``drain_timeout`` (a warning then says
+        how many were still running). Returns the most requests seen in flight, or None when nothing
+        served (no pod to drain)."""
+        if not self.select(target):
+            return None
+        pods = [p["metadata"]["name"] for p in self.kube.list_pods(self.namespace, self.selector(deployment))
+                if _gpu_mode.pod_ready(p)]
+        if not pods:
+            return None
+        began = self.clock()
+        settled, deadline = began + self.params["drain_settle"], began + self.params["drain_timeout"]
+        most = running = 0
+        while True:
+            running = sum(self.requests_in(pod) for pod in pods)
+            most = max(most, running)
+            if running == 0 and self.clock() >= settled:
+                return most
+            if self.clock() >= deadline:
+                self.warnings.append("drain_timeout: %d request(s) still running on vLLM after %ss were cut by "
+                                     "the switch" % (running, self.params["drain_timeout"]))
+                return most
+            self.sleep(DRAIN_POLL)
+
+    def select(self, target):
+        """Point the vLLM Service at mode ``target``'s pods; True when it pointed elsewhere."""
+        service = self.kube.get_service(self.namespace, self.params["vllm_service"])
+        patch = _gpu_mode.service_patch(service, target) if service else None
+        if patch:
+            self.kube.patch_service(self.namespace, self.params["vllm_service"], patch)
+        return bool(patch)
+
+    def requests_in(self, pod):
+        """Requests running or waiting in one vLLM pod; 0 when it no longer answers (nothing left to wait for)."""
+        endpoint = self.vllm_pod(pod) if self.vllm_pod else self.vllm
+        try:
+            status, text = endpoint.request("GET", "/metrics", timeout=5)
+        except ServiceForbidden as err:  # missing RBAC rights: asking again cannot help
+            raise SwitchFailed(str(err), {})
+        except ServiceError:
+            return 0
+        return (_gpu_mode.requests_in_vllm(text) or 0) if status == 200 else 0
 
     def wait_rollout(self, deployment):
         deadline = self.clock() + self.params["rollout_timeout"]

@@ -59,6 +59,7 @@ class KubeAccess:
             self._nodes = resources.get(api_version="v1", kind="Node")
             self._leases = resources.get(api_version="coordination.k8s.io/v1", kind="Lease")
             self._events = resources.get(api_version="v1", kind="Event")
+            self._services = resources.get(api_version="v1", kind="Service")
         except Exception as err:  # any failure here means: no usable API
             raise KubeError(self._explain(err, "cannot use the Kubernetes API"))
 
@@ -108,6 +109,16 @@ class KubeAccess:
         found = self._call("listing pods in %s" % namespace, _gpu_mode_rights.right("list_pods", namespace),
                            self._pods.get, namespace=namespace, label_selector=label_selector)
         return (found or {}).get("items") or []
+
+    def get_service(self, namespace, name):
+        return self._call("reading Service %s/%s" % (namespace, name),
+                          _gpu_mode_rights.right("get_vllm_service", namespace, name),
+                          self._services.get, name=name, namespace=namespace)
+
+    def patch_service(self, namespace, name, patch):
+        return self._call("patching Service %s/%s" % (namespace, name),
+                          _gpu_mode_rights.right("patch_vllm_service", namespace, name),
+                          self._services.patch, body=patch, name=name, namespace=namespace, content_type=SMP)
 
     def nodes(self, label_selector):
         found = self._call("listing nodes", _gpu_mode_rights.right("list_nodes"), self._nodes.get,

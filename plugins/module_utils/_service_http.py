@@ -39,22 +39,24 @@ class ServiceForbidden(ServiceError):
 
 
 class ServiceEndpoint:
-    """One Service port, e.g. ``ml/ollama:11434``, reached by proxy or by URL.
+    """One Service port, e.g. ``ml/ollama:11434``, reached by proxy or by URL; with ``kind="pods"``
+    one pod's port (through the API server's pod proxy), e.g. a vLLM pod already out of its Service.
 
     ``rights_role``: the role shipping the caller's RBAC rights, named when the API server refuses the proxy."""
 
-    def __init__(self, module, namespace, service, port, url=None, rights_role=None):
+    def __init__(self, module, namespace, service, port, url=None, rights_role=None, kind="services"):
         self.module = module
         self.namespace = namespace
         self.service = service
         self.port = port
         self.url = url.rstrip("/") if url else None
         self.rights_role = rights_role
+        self.kind = kind
         self._api = None
 
     @property
     def label(self):
-        return self.url or "service %s/%s:%s" % (self.namespace, self.service, self.port)
+        return self.url or "%s %s/%s:%s" % (self.kind[:-1], self.namespace, self.service, self.port)
 
     def request(self, method, path, body=None, timeout=30, headers=None):
         """(status, text) of a request; raises ServiceError when nothing usable came back."""
@@ -73,7 +75,8 @@ class ServiceEndpoint:
         if status == 403 and _refused_by_api(text):
             name = "%s:%s" % (self.service, self.port)
             right = _gpu_mode_rights.describe(_gpu_mode_rights.HTTP_VERBS.get(method.upper(), method.lower()), "",
-                                              "services/proxy", self.namespace, name)
+                                              self.kind + "/proxy", self.namespace,
+                                              name if self.kind == "services" else None)
             raise ServiceForbidden(_gpu_mode_rights.forbidden("%s %s on %s" % (method, path, self.label), right,
                                                               text, self.rights_role), status)
         return status, text, response_headers
@@ -110,7 +113,7 @@ class ServiceEndpoint:
 
     def _proxied(self, method, path, data, timeout, headers, follow_redirects=True):
         self.connect()
-        resource = "/api/v1/namespaces/{namespace}/services/{name}/proxy/{path}"
+        resource = "/api/v1/namespaces/{namespace}/%s/{name}/proxy/{path}" % self.kind
         params = {"namespace": self.namespace, "name": "%s:%s" % (self.service, self.port),
                   "path": path.lstrip("/")}
         headers = dict(headers, Accept="*/*")
@@ -155,7 +158,7 @@ def _refused_by_api(text):
     except ValueError:
         return False
     return isinstance(body, dict) and body.get("kind") == "Status" and body.get("reason") == "Forbidden" \
-        and (body.get("details") or {}).get("kind") == "services"
+        and (body.get("details") or {}).get("kind") in ("services", "pods")
 
 
 def _lower(headers):

@@ -32,6 +32,12 @@ description:
   - The driver is asked by C(nvidia-smi) in a short pod of the vLLM image on the GPU node (C(<deployment>-gpu-free-check),
     removed afterwards), with C(NVIDIA_VISIBLE_DEVICES=all), the Deployment's runtime class, node selector and
     tolerations, and C(hostPID) so that nvidia-smi can name the host's processes.
+  - Before the Deployment changes, vLLM is drained - its Service is pointed at the new mode's pods (label
+    C(homelab.inference/gpu-mode)), so new connections to the old pod are refused and the gateway falls back from it at
+    once, while the requests it runs finish. The pod is replaced once its C(/metrics) (read through the API server's
+    pod proxy) shows no request running or waiting, and at least O(drain_settle) seconds have passed for the gateway's
+    probes to stop sending to it; at the latest after O(drain_timeout). The new mode's pod joins the Service when
+    ready.
   - Each switch it made or tried is recorded as an Event on the vLLM Deployment (C(kubectl describe deployment)) -
     reason C(GpuModeSwitched), C(GpuModeRolledBack) or C(GpuModeSwitchFailed), and a message with the modes, who
     switched, each phase's seconds and the outcome. An Event that cannot be written is a warning, not a failure.
@@ -105,6 +111,20 @@ options:
       - The playbook C(gpu_mode.yml) takes it as C(gpu_mode_warm_timeout).
     type: int
     default: 300
+  drain_timeout:
+    description:
+      - Seconds the vLLM pod being replaced may take to finish the requests it runs; those still running then are cut
+        (a warning says how many). V(0) replaces it at once.
+      - The playbook C(gpu_mode.yml) takes it from the catalog's C(inference_gpu_drain_timeout).
+    type: int
+    default: 120
+  drain_settle:
+    description:
+      - Seconds a drain waits at least after taking vLLM out of its Service, for the gateway to stop sending to it -
+        LiteLLM's probe sees refused connections within one probe interval plus its retries.
+      - The playbook C(gpu_mode.yml) derives it from C(litellm_probe_interval).
+    type: float
+    default: 3.0
   gpu_node_selector:
     description: Label selector of the GPU node(s), checked for pods holding C(nvidia.com/gpu) in a GPU-free mode.
     type: str
@@ -236,11 +256,16 @@ warmed:
   sample: {"model": "ollama-qwen", "status": 200, "answered_by": "ollama-qwen"}
 timings:
   description:
-    - Seconds spent taking the lock, warming the fallback tier, patching, waiting for the rollout, verifying, and in
-      total.
+    - Seconds spent taking the lock, warming the fallback tier, draining vLLM, patching, waiting for the rollout,
+      verifying, and in total.
   returned: when a switch or verification ran
   type: dict
-  sample: {"lock": 0.01, "warm": 0.4, "patch": 0.02, "rollout": 91.3, "verify": 0.2, "total": 92.0}
+  sample: {"lock": 0.01, "warm": 0.4, "drain": 3.1, "patch": 0.02, "rollout": 91.3, "verify": 0.2, "total": 95.1}
+drained:
+  description: The most requests the vLLM pod being replaced was seen running or waiting while it drained.
+  returned: when a switch replaced a serving vLLM pod
+  type: int
+  sample: 3
 rolled_back:
   description: Whether a failed switch was rolled back to the previous mode.
   returned: always
@@ -289,6 +314,8 @@ def argument_spec():
         warm_timeout=dict(type="int", default=300),
         gpu_node_selector=dict(type="str", default="nvidia.com/gpu=true"),
         gpu_free_max_mib=dict(type="int", default=1024),
+        drain_timeout=dict(type="int", default=120),
+        drain_settle=dict(type="float", default=3.0),
         gpu_free_model=dict(type="str", default=""),
         vllm_service=dict(type="str", default="vllm-api"),
         vllm_port=dict(type="int", default=8000),
@@ -332,9 +359,21 @@ def endpoints(module):
     return vllm, litellm
 
 
+def pod_endpoint(module):
+    """A vLLM pod's own endpoint (the pod proxy), for its /metrics while it drains; with O(vllm_url), that URL."""
+    params = module.params
+    if params["vllm_url"]:
+        return lambda pod: ServiceEndpoint(module, params["namespace"], pod, params["vllm_port"], params["vllm_url"])
+    return lambda pod: ServiceEndpoint(module, params["namespace"], pod, params["vllm_port"], rights_role=RIGHTS_ROLE,
+                                       kind="pods")
+
+
 def run_module(module, kube_factory=KubeAccess):
     params = dict(module.params)
     problems = table_problems(params["mode"], params["modes"])
+    for name in ("drain_timeout", "drain_settle"):
+        if params[name] < 0:
+            problems.append("%s: %s is negative; give the seconds, or 0" % (name, params[name]))
     if params["gpu_free_max_mib"] < -1:
         problems.append("gpu_free_max_mib: %s is below -1; give the most MiB a free GPU may show used, or -1 to skip "
                         "the check" % params["gpu_free_max_mib"])
@@ -347,7 +386,7 @@ def run_module(module, kube_factory=KubeAccess):
     try:
         kube = kube_factory(module)
         vllm, litellm = endpoints(module)
-        switch = GpuModeSwitch(kube, params, vllm, litellm, holder)
+        switch = GpuModeSwitch(kube, params, vllm, litellm, holder, vllm_pod=pod_endpoint(module))
         if params["mode"] == STATUS:
             module.exit_json(**switch.status())
         try:

@@ -61,8 +61,11 @@ def test_a_backend_is_dead_only_after_the_failures_in_a_row_and_back_at_the_firs
     assert backend.record("", failures=2) is False and backend.failed == 0
     backend.record("refused", failures=2)
     first_life = backend.death
-    assert backend.record("no answer", failures=2) is True and not backend.alive and first_life.is_set()
-    assert backend.record("no answer", failures=2) is False
+    assert backend.record("refused", failures=2) is True and not backend.alive
+    assert not first_life.is_set(), "a refused server's requests finish (a drain) or fail on their own"
+    assert backend.record(liveness.NO_ANSWER, failures=2, hung=True) is True and first_life.is_set(), \
+        "a hung server's waiting requests are given up"
+    assert backend.record(liveness.NO_ANSWER, failures=2, hung=True) is False
     assert backend.record("", failures=2) is True and backend.alive
     assert not backend.death.is_set(), "a backend that came back starts a new life"
     error = liveness.Backend("vllm", "http://v:8000/v1", "").dead_error()
@@ -119,6 +122,47 @@ def test_a_refused_backend_is_declared_dead():
     asyncio.run(asyncio.wait_for(scenario(), 20))
 
 
+def test_a_backend_out_of_its_service_is_skipped_while_its_requests_finish():
+    # gpu_mode's drain: the Service no longer selects vLLM's pod, so the probe (through the Service) is
+    # refused, while the pod itself still streams the answers it started.
+    async def scenario():
+        async def handle(reader, writer):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for _ in range(10):
+                writer.write(b"5\r\nchunk\r\n")
+                await writer.drain()
+                await asyncio.sleep(0.05)
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+            writer.close()
+
+        pod = await asyncio.start_server(handle, "127.0.0.1", 0)
+        url = "http://127.0.0.1:%d" % pod.sockets[0].getsockname()[1]
+        gone = await Server().start()
+        service = gone.url
+        gone.stop()
+        await gone.server.wait_closed()
+        backend = liveness.Backend("vllm", url + "/v1", service + "/health")
+        watchdog = liveness.Watchdog([backend], interval=0.05, timeout=0.2, failures=2, retry_interval=0.01)
+        client = httpx.AsyncClient(transport=liveness.WatchedTransport(backend), timeout=30)
+        try:
+            async with client.stream("POST", url + "/v1/chat/completions", json={}) as response:
+                watchdog.ensure_started()
+                body = b"".join([chunk async for chunk in response.aiter_bytes()])
+            assert body == b"chunk" * 10, "the stream under way was not cut"
+            assert not backend.alive and "ConnectError" in backend.problem
+            with pytest.raises(httpx.ReadTimeout):  # a new request skips it
+                await client.post(url + "/v1/chat/completions", json={})
+        finally:
+            for task in watchdog.tasks:
+                task.cancel()
+            await client.aclose()
+            pod.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 20))
+
+
 def test_a_streamed_body_gives_up_when_its_backend_dies_mid_answer():
     async def scenario():
         async def handle(reader, writer):
@@ -137,7 +181,7 @@ def test_a_streamed_body_gives_up_when_its_backend_dies_mid_answer():
                 with pytest.raises(httpx.ReadTimeout):
                     async for chunk in response.aiter_bytes():
                         chunks.append(chunk)
-                        backend.record("no answer", failures=1)
+                        backend.record(liveness.NO_ANSWER, failures=1, hung=True)
             assert chunks == [b"first"]
         finally:
             await client.aclose()

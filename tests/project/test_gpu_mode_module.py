@@ -63,7 +63,9 @@ def kube(stack):
 def args(stack, mode, **extra):
     base = {"mode": mode, "modes": TABLE, "vllm_url": stack["upstreams"].api_bases["vllm"].rsplit("/v1", 1)[0],
             "litellm_url": stack["gateway"].url, "litellm_api_key": MASTER_KEY, "gpu_free_model": "ollama-qwen",
-            "verify_timeout": 20, "rollout_timeout": 30, "lock_timeout": 2}
+            "verify_timeout": 20, "rollout_timeout": 30, "lock_timeout": 2,
+            # no gateway probes vLLM through a Service here: the drain needs no time to settle
+            "drain_settle": 0}
     base.update(extra)
     return base
 
@@ -84,7 +86,8 @@ def test_switch_to_r1_is_verified_and_releases_the_lock(stack, kube, capsys):
     assert (result["mode"], result["previous_mode"], result["model"]) == ("r1", "ml", "vllm-r1")
     assert result["verified"]["vllm_models"] == ["vllm-r1"]
     assert result["verified"]["litellm"] == {"model": "vllm-r1", "status": 200, "answered_by": "vllm-r1"}
-    assert set(result["timings"]) == {"lock", "warm", "patch", "rollout", "verify", "total"}
+    assert set(result["timings"]) == {"lock", "warm", "drain", "patch", "rollout", "verify", "total"}
+    assert result["drained"] == 0 and kube.service["spec"]["selector"][_gpu_mode.MODE_LABEL] == "r1"
     assert result["warmed"] == {"model": "ollama-qwen", "status": 200, "answered_by": "ollama-qwen"}
     assert result["rolled_back"] is False
     container = kube.deployment["spec"]["template"]["spec"]["containers"][0]

@@ -178,6 +178,32 @@ class Network:
         if not endpoints:
             raise ApiError(503, 'no endpoints available for service "%s"' % name, reason="ServiceUnavailable")
         ip, target = self.pick(endpoints)
+        return self.forward_http(ip, target, method, rest, query, headers, body,
+                                 "/api/v1/namespaces/%s/services/%s/proxy" % (namespace, name_port))
+
+    def pod_proxy(self, method, namespace, name_port, rest, query, headers, body):
+        """The API server's pod proxy (``pods/NAME[:PORT]/proxy/...``), as kube-apiserver v1.31 resolves it
+        (pkg/registry/core/pod/strategy.go, ResourceLocation): ``name``, ``name:port`` or ``scheme:name:port``;
+        without a port the first declared container port; a pod without an IP is 400 "address not allowed"."""
+        parts = name_port.split(":")
+        if len(parts) == 3:
+            parts = parts[1:]
+        name, port = parts[0], parts[1] if len(parts) > 1 else ""
+        pod = self.store.get("pods", namespace, name)
+        if pod is None:
+            raise ApiError(404, 'pods "%s" not found' % name, details={"name": name, "kind": "pods"})
+        if not port:
+            declared = [p["containerPort"] for c in (pod.get("spec") or {}).get("containers") or []
+                        for p in c.get("ports") or []]
+            port = str(declared[0]) if declared else "80"
+        ip = (pod.get("status") or {}).get("podIP")
+        if not ip:
+            raise ApiError(400, "address not allowed", reason="BadRequest")
+        return self.forward_http(ip, int(port), method, rest, query, headers, body,
+                                 "/api/v1/namespaces/%s/pods/%s/proxy" % (namespace, name_port))
+
+    @staticmethod
+    def forward_http(ip, target, method, rest, query, headers, body, prefix):
         path = "/" + rest
         flat = {k: v[-1] for k, v in query.items()}
         if flat:
@@ -194,8 +220,7 @@ class Network:
             connection.close()
         out = {k: v for k, v in response.getheaders() if k.lower() not in HOP_BY_HOP}
         for key in [k for k in out if k.lower() == "location"]:
-            out[key] = proxied_location(out[key], "/api/v1/namespaces/%s/services/%s/proxy" % (namespace, name_port),
-                                        headers.get("Host") or "", "%s:%s" % (ip, target))
+            out[key] = proxied_location(out[key], prefix, headers.get("Host") or "", "%s:%s" % (ip, target))
         return response.status, out, payload
 
 

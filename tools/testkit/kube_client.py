@@ -60,6 +60,11 @@ class FakeKube:
         self.gpu_processes = []
         self.check_pods = {}
         self.recorded = []                  # the Events the switches recorded
+        # The vLLM Service, selecting the current mode's pods (gpu_mode points it at the target first)
+        self.service = {"metadata": {"name": "vllm-api", "namespace": namespace, "annotations": {}},
+                        "spec": {"selector": dict(self.deployment["spec"]["selector"]["matchLabels"],
+                                                  **{_gpu_mode.MODE_LABEL: self.deployment["metadata"]["labels"]
+                                                     .get(_gpu_mode.MODE_LABEL)})}}
         self.calls = []
         self.fail_with = None               # a KubeError every call raises (an API outage)
         self.lock = threading.Lock()
@@ -94,7 +99,8 @@ class FakeKube:
                # the template's containers, as the ReplicaSet controller makes its pods
                "spec": {"containers": [dict(copy.deepcopy(c), resources={"limits": {_gpu_mode.GPU_RESOURCE: "1"}})
                                        for c in self.deployment["spec"]["template"]["spec"]["containers"]]},
-               "status": {"phase": "Running" if ready else "Pending", "conditions": [],
+               "status": {"phase": "Running" if ready else "Pending",
+                          "conditions": [{"type": "Ready", "status": "True"}] if ready else [],
                           "containerStatuses": [{"name": "vllm", "ready": ready,
                                                  "state": {"running": {}} if ready else {
                                                      "waiting": {"reason": "ContainerCreating"}}}]},
@@ -144,6 +150,7 @@ class FakeKube:
                 self.ready_at = (pod["created"] + self.load_seconds) if self.load_seconds is not None \
                     else time.monotonic()
                 status["phase"] = "Running"
+                status["conditions"] = [{"type": "Ready", "status": "True"}]
                 status["containerStatuses"] = [{"name": "vllm", "ready": True, "state": {"running": {}}}]
         self._serve()
         self._status()
@@ -194,6 +201,18 @@ class FakeKube:
                 self._settle()
             self.deployment["metadata"]["resourceVersion"] = str(next(self.versions))
             return copy.deepcopy(self.deployment)
+
+    def get_service(self, namespace, name):
+        with self.lock:
+            self._check("get_vllm_service")
+            ours = namespace == self.namespace and name == self.service["metadata"]["name"]
+            return copy.deepcopy(self.service) if ours else None
+
+    def patch_service(self, namespace, name, patch):
+        with self.lock:
+            self._check("patch_vllm_service")
+            merge(self.service, patch)
+            return copy.deepcopy(self.service)
 
     def list_pods(self, namespace, label_selector):
         with self.lock:

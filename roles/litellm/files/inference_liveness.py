@@ -12,12 +12,14 @@ model generates, because they do not wait for the engine.
 
 So each backend is probed every ``interval`` seconds with a ``timeout``;
 after ``failures`` failed probes in a row (refused, timed out, or not 200) it
-is declared dead:
-
-- new requests skip it (the hook drops it from the router's candidates, and
-  LiteLLM falls back as for a deployment in cooldown);
-- requests already waiting on it are aborted with a timeout error, which
-  LiteLLM answers with the next tier (``WatchedTransport``).
+is declared dead, and new requests skip it (the hook drops it from the
+router's candidates, and LiteLLM falls back as for a deployment in cooldown).
+When a probe got *no answer* (a hung server), the requests already waiting on
+it are aborted too, with a timeout error, which LiteLLM answers with the next
+tier (``WatchedTransport``). A refused probe or an error status leaves them
+alone: a server that has stopped or crashed fails its own connections, and a
+vLLM taken out of its Service for a mode switch (``gpu_mode``'s drain) is
+finishing them.
 
 A dead backend is probed every half second, and the first good probe
 brings it back. Requests themselves get a short connect
@@ -34,6 +36,7 @@ import time
 import httpx
 
 LOG = logging.getLogger("inference_gateway.liveness")
+NO_ANSWER = "no answer within the probe timeout"
 
 
 class Backend:
@@ -52,8 +55,9 @@ class Backend:
     def serves(self, api_base):
         return bool(api_base) and api_base.rstrip("/") == self.api_base
 
-    def record(self, problem, failures):
-        """One probe's outcome (``problem`` empty when it answered well); True when the state changed."""
+    def record(self, problem, failures, hung=False):
+        """One probe's outcome (``problem`` empty when it answered well; ``hung`` when it got no answer at all);
+        True when the state changed. Only a hung server's waiting requests are given up."""
         if not problem:
             self.failed, self.problem = 0, ""
             if self.alive:
@@ -62,10 +66,15 @@ class Backend:
             return True
         self.failed += 1
         self.problem = problem
-        if not self.alive or self.failed < failures:
+        if self.failed < failures:
+            return False
+        if hung and not self.death.is_set():
+            self.death.set()
+            if not self.alive:
+                return True
+        if not self.alive:
             return False
         self.alive, self.since = False, time.monotonic()
-        self.death.set()
         return True
 
     def dead_error(self, request=None):
@@ -108,14 +117,14 @@ class Watchdog:
         async with httpx.AsyncClient(timeout=self.timeout) as client:
             while True:
                 problem = await self.probe(client, backend)
-                if backend.record(problem, self.failures):
+                if backend.record(problem, self.failures, hung=problem == NO_ANSWER):
                     if backend.alive:
                         LOG.warning("%s at %s answers its health probe again: routing to it", backend.name,
                                     backend.api_base)
                     else:
-                        LOG.warning("%s at %s failed %d health probes in a row (%s): skipping it and failing "
-                                    "over the requests waiting on it", backend.name, backend.api_base,
-                                    self.failures, problem)
+                        LOG.warning("%s at %s failed %d health probes in a row (%s): skipping it%s", backend.name,
+                                    backend.api_base, self.failures, problem,
+                                    " and failing over the requests waiting on it" if backend.death.is_set() else "")
                 # A failing backend is asked again soon: to confirm a death, or to see it come back (a
                 # switch back to ml) within half a second rather than a whole interval.
                 await asyncio.sleep(self.retry_interval if problem and backend.alive
@@ -126,7 +135,7 @@ class Watchdog:
         try:
             response = await client.get(backend.probe_url)
         except httpx.TimeoutException:
-            return "no answer within the probe timeout"
+            return NO_ANSWER
         except httpx.HTTPError as err:
             return "%s: %s" % (type(err).__name__, err) if str(err) else type(err).__name__
         return "" if response.status_code == 200 else "answered %d" % response.status_code

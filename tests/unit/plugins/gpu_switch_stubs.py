@@ -46,6 +46,9 @@ class StubKube:
                      "template": {"metadata": {}, "spec": {"containers": [
                          {"name": "vllm", "args": list(TABLE[mode]["args"] or TABLE["ml"]["args"])}]}}}}
         self._roll()
+        # The vLLM Service: it selects the pods of one mode (a switch points it at the target first)
+        self.service = {"metadata": {"name": "vllm-api", "annotations": {}},
+                        "spec": {"selector": {"app": "vllm", _gpu_mode.MODE_LABEL: mode}}}
         self.lease = None
         # What nvidia-smi shows in the GPU check pod, and the pod while it exists
         self.gpu_memory_used, self.gpu_processes, self.check_pod = 1, [], None
@@ -78,7 +81,17 @@ class StubKube:
         return copy.deepcopy(self.deployment)
 
     def list_pods(self, namespace, selector):
-        return [{"metadata": {"name": "vllm-server-1"}, "status": {"phase": "Running"}}] if self.serving() else []
+        if not self.serving():
+            return []
+        return [{"metadata": {"name": "vllm-server-1"},
+                 "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}]
+
+    def get_service(self, namespace, name):
+        return copy.deepcopy(self.service)
+
+    def patch_service(self, namespace, name, patch):
+        self.events.append(("select", patch["spec"]["selector"][_gpu_mode.MODE_LABEL]))
+        self.service["spec"]["selector"].update(patch["spec"]["selector"])
 
     def nodes(self, selector):
         return ["gpu-1"]
@@ -120,8 +133,22 @@ class StubKube:
 
 
 class StubVllm:
-    def __init__(self, kube):
+    """vLLM's /v1/models, and its /metrics: requests in flight, one number per read (the last one repeats)."""
+
+    def __init__(self, kube, in_flight=(0,)):
         self.kube = kube
+        self.in_flight = list(in_flight)
+        self.reads = 0
+
+    def request(self, method, path, body=None, timeout=30, headers=None):
+        if self.kube.serving() is None:
+            raise ServiceError("cannot reach pod ml/vllm-server-1:8000: connection refused")
+        running = self.in_flight.pop(0) if len(self.in_flight) > 1 else self.in_flight[0]
+        self.reads += 1
+        return 200, ('# HELP vllm:num_requests_running Number of requests in model execution batches.\n'
+                     'vllm:num_requests_running{engine="0",model_name="%s"} %.1f\n'
+                     'vllm:num_requests_waiting{engine="0",model_name="%s"} 0.0\n'
+                     % (self.kube.serving(), running, self.kube.serving()))
 
     def request_json(self, method, path, body=None, timeout=30, headers=None):
         served = self.kube.serving()
@@ -158,7 +185,8 @@ class StubLitellm:
 def params(mode, **extra):
     base = {"mode": mode, "modes": TABLE, "namespace": "ml", "deployment": "vllm-server", "container": "vllm",
             "rollout_timeout": 60, "rollback": True, "verify": True, "verify_timeout": 60, "warm_timeout": 300,
-            "gpu_node_selector": "nvidia.com/gpu=true", "gpu_free_model": "ollama-qwen", "gpu_free_max_mib": 1024,
+            "gpu_node_selector": "nvidia.com/gpu=true", "drain_timeout": 120, "drain_settle": 3.0,
+            "vllm_service": "vllm-api", "gpu_free_model": "ollama-qwen", "gpu_free_max_mib": 1024,
             "litellm_api_key": "sk-x",
             "lock_name": "gpu-mode", "lock_timeout": 10, "lock_duration": 900}
     base.update(extra)

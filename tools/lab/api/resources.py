@@ -45,7 +45,7 @@ KINDS = [
     Kind("", "v1", "namespaces", "Namespace", namespaced=False, short_names=("ns",), subresources=("status",),
          verbs=CRUD_ONE_BY_ONE),
     Kind("", "v1", "nodes", "Node", namespaced=False, short_names=("no",), subresources=("status",)),
-    Kind("", "v1", "pods", "Pod", short_names=("po",), subresources=("status", "log", "portforward"),
+    Kind("", "v1", "pods", "Pod", short_names=("po",), subresources=("status", "log", "portforward", "proxy"),
          categories=("all",)),
     Kind("", "v1", "services", "Service", short_names=("svc",), subresources=("status", "proxy"),
          categories=("all",)),
@@ -118,7 +118,7 @@ def resource_list(group, version):
                                   "kind": k.kind, "verbs": ["get", "patch", "update"]})
             elif sub == "proxy":
                 resources.append({"name": "%s/proxy" % k.plural, "singularName": "", "namespaced": k.namespaced,
-                                  "kind": "ServiceProxyOptions",
+                                  "kind": "PodProxyOptions" if k.plural == "pods" else "ServiceProxyOptions",
                                   "verbs": ["create", "delete", "get", "patch", "update"]})
             elif sub == "log":
                 resources.append({"name": "pods/log", "singularName": "", "namespaced": True, "kind": "Pod",

@@ -133,6 +133,8 @@ class ApiServer:
                 raise not_implemented(method, path)
             if route.sub == "proxy" and route.kind.plural == "services":
                 return self.services.proxy(method, route.namespace, route.name, route.rest, query, headers, body)
+            if route.sub == "proxy" and route.kind.plural == "pods":
+                return self.services.pod_proxy(method, route.namespace, route.name, route.rest, query, headers, body)
             if route.sub == "log" and route.kind.plural == "pods" and method == "GET":
                 return 200, {"Content-Type": "text/plain"}, self.pod_log(route, query)
             if route.sub == "portforward" and route.kind.plural == "pods":

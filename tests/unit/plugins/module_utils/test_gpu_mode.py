@@ -210,3 +210,40 @@ def test_micro_time_round_trips():
 def test_stops_serving(obj, target, stops):
     """Whether a switch takes away the model vLLM serves (then the fallback tier must be warm first)."""
     assert _gpu_mode.stops_serving(obj, target, TABLE) is stops
+
+
+# -- the drain ----------------------------------------------------------------------------------
+
+def test_the_service_patch_selects_the_target_and_keeps_the_last_applied_in_step():
+    applied = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "vllm-api"},
+               "spec": {"selector": {"app.kubernetes.io/name": "vllm", _gpu_mode.MODE_LABEL: "ml"}}}
+    service = {"metadata": {"annotations": {_gpu_mode.LAST_APPLIED: json.dumps(applied)}},
+               "spec": {"selector": dict(applied["spec"]["selector"])}}
+    patch = _gpu_mode.service_patch(service, "r1")
+    assert patch["spec"] == {"selector": {_gpu_mode.MODE_LABEL: "r1"}}
+    after = json.loads(patch["metadata"]["annotations"][_gpu_mode.LAST_APPLIED])
+    assert after["spec"]["selector"] == {"app.kubernetes.io/name": "vllm", _gpu_mode.MODE_LABEL: "r1"}
+    assert _gpu_mode.service_patch(service, "ml") is None, "already selecting ml: nothing to patch"
+    assert _gpu_mode.service_patch({"spec": {"selector": {"app": "vllm"}}}, "ml") == \
+        {"spec": {"selector": {_gpu_mode.MODE_LABEL: "ml"}}}
+
+
+def test_requests_in_vllm_reads_its_scheduler_gauges():
+    # As vLLM v0.32.0's /metrics writes them (prometheus_client text format, one sample per engine).
+    text = ('# HELP vllm:num_requests_running Number of requests in model execution batches.\n'
+            '# TYPE vllm:num_requests_running gauge\n'
+            'vllm:num_requests_running{engine="0",model_name="vllm-qwen"} 2.0\n'
+            'vllm:num_requests_running{engine="1",model_name="vllm-qwen"} 1.0\n'
+            '# TYPE vllm:num_requests_waiting gauge\n'
+            'vllm:num_requests_waiting{engine="0",model_name="vllm-qwen"} 4.0\n'
+            'vllm:num_requests_waiting_by_reason{engine="0",model_name="vllm-qwen",reason="capacity"} 4.0\n'
+            'vllm:num_requests_running_total 9.0\n')
+    assert _gpu_mode.requests_in_vllm(text) == 7
+    assert _gpu_mode.requests_in_vllm("# nothing here\nprocess_cpu_seconds_total 1.0\n") is None
+
+
+def test_a_pod_is_in_its_services_endpoints_only_ready_and_not_deleting():
+    ready = {"metadata": {}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+    assert _gpu_mode.pod_ready(ready)
+    assert not _gpu_mode.pod_ready({"metadata": {}, "status": {"conditions": [{"type": "Ready", "status": "False"}]}})
+    assert not _gpu_mode.pod_ready(dict(ready, metadata={"deletionTimestamp": "2026-11-30T00:00:00Z"}))

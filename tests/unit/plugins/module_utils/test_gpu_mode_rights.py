@@ -168,6 +168,9 @@ def test_the_default_rules():
              "verbs": ["get", "delete"]},
             {"apiGroups": [""], "resources": ["pods/log"], "resourceNames": ["vllm-server-gpu-free-check"],
              "verbs": ["get"]},
+            # the drain: the Service pointed at the new mode's pods, the old pod's /metrics (a generated name)
+            {"apiGroups": [""], "resources": ["services"], "resourceNames": ["vllm-api"], "verbs": ["get", "patch"]},
+            {"apiGroups": [""], "resources": ["pods/proxy"], "verbs": ["get"]},
             # each switch recorded as an Event on the Deployment
             {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
             {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["gpu-mode"],
@@ -189,8 +192,8 @@ def test_litellm_in_its_own_namespace_gets_its_own_role():
     assert rules["namespaced"][1]["rules"] == [{"apiGroups": [""], "resources": ["services/proxy"],
                                                 "resourceNames": ["litellm:4001"], "verbs": ["create"]}]
     names = [r.get("resourceNames") for r in rules["namespaced"][0]["rules"]]
-    assert names == [["vllm"], None, ["vllm-gpu-free-check"], ["vllm-gpu-free-check"], None, ["switch"], None,
-                     ["vllm-api:8000"]]
+    assert names == [["vllm"], None, ["vllm-gpu-free-check"], ["vllm-gpu-free-check"], ["vllm-api"], None, None,
+                     ["switch"], None, ["vllm-api:8000"]]
 
 
 def test_no_litellm_check_needs_no_litellm_right():

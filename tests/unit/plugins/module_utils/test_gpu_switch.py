@@ -41,7 +41,8 @@ def test_a_switch_that_stops_the_served_model_warms_the_fallback_first(rig, star
     result = switch(rig, target).run(check_mode=False)
     assert result["changed"] is True and result["mode"] == target
     events = [e for e in rig["events"] if e[0] != "lock"]
-    assert events[:2] == [("litellm", "ollama-qwen"), ("patch", target)], rig["events"]
+    # warmed, then the Service pointed at the target's pods (the drain), then the Deployment patched
+    assert events[:3] == [("litellm", "ollama-qwen"), ("select", target), ("patch", target)], rig["events"]
     assert result["warmed"] == {"model": "ollama-qwen", "status": 200, "answered_by": "ollama-qwen"}
     assert result["timings"]["warm"] == 164
     # the cold load had the warm-up's time, not a verification's
@@ -53,7 +54,7 @@ def test_a_switch_from_a_gpu_free_mode_has_nothing_to_warm(rig, start, target):
     rig["kube"].__init__(rig["events"], mode=start)
     result = switch(rig, target).run(check_mode=False)
     assert result["changed"] is True and "warm" not in result["timings"] and "warmed" not in result
-    assert [e for e in rig["events"] if e[0] != "lock"][0] == ("patch", target)
+    assert [e for e in rig["events"] if e[0] != "lock"][:2] == [("select", target), ("patch", target)]
 
 
 def test_the_same_mode_and_check_mode_warm_nothing(rig):
@@ -130,3 +131,61 @@ def test_a_vllm_verification_failure_says_vllm(rig):
         switch(rig, "r1", verify_timeout=3, rollback=False).run(check_mode=False)
     assert str(failed.value) == ("switch to r1 failed: LiteLLM did not serve vllm-r1 from vLLM (its own tier "
                                  "vllm-r1) within 3s (verify_timeout): it fell back to ollama-qwen")
+
+
+# -- the drain: vLLM out of its Service, its requests finished, then replaced -------------------------
+
+def test_the_pod_being_replaced_finishes_its_requests_first(rig):
+    rig["vllm"].in_flight = [3, 3, 2, 1, 0]
+    result = switch(rig, "r1").run(check_mode=False)
+    assert result["drained"] == 3 and result["mode"] == "r1"
+    events = [e for e in rig["events"] if e[0] in ("select", "patch")]
+    assert events == [("select", "r1"), ("patch", "r1")]
+    assert rig["kube"].service["spec"]["selector"]["homelab.inference/gpu-mode"] == "r1"
+    # at least drain_settle for the gateway's probes, however soon the pod was idle
+    assert result["timings"]["drain"] == 3.0 and rig["vllm"].reads == 13
+
+
+def test_requests_still_running_at_the_drain_timeout_are_cut_with_a_warning(rig):
+    rig["vllm"].in_flight = [2]
+    runner = switch(rig, "gaming", drain_timeout=10)
+    result = runner.run(check_mode=False)
+    assert result["mode"] == "gaming" and result["drained"] == 2 and result["timings"]["drain"] == 10.0
+    assert runner.warnings == ["drain_timeout: 2 request(s) still running on vLLM after 10s were cut by the switch"]
+
+
+def test_a_drain_timeout_of_0_replaces_the_pod_at_once(rig):
+    rig["vllm"].in_flight = [2]
+    result = switch(rig, "r1", drain_timeout=0, drain_settle=0).run(check_mode=False)
+    assert result["timings"]["drain"] == 0 and rig["vllm"].reads == 1
+
+
+def test_from_a_gpu_free_mode_there_is_nothing_to_drain(rig):
+    rig["kube"].__init__(rig["events"], mode="gaming")
+    result = switch(rig, "ml").run(check_mode=False)
+    assert "drain" not in result["timings"] and "drained" not in result and rig["vllm"].reads == 0
+    assert rig["kube"].service["spec"]["selector"]["homelab.inference/gpu-mode"] == "ml"
+
+
+def test_a_rollback_points_the_service_back(rig):
+    rig["litellm"].answers("vllm-r1", ("ollama-qwen", 0))
+    with pytest.raises(SwitchFailed) as failed:
+        switch(rig, "r1", verify_timeout=3).run(check_mode=False)
+    assert failed.value.result["rolled_back"] is True
+    selected = [e for e in rig["events"] if e[0] in ("select", "patch")]
+    assert selected == [("select", "r1"), ("patch", "r1"), ("select", "ml"), ("patch", "ml")]
+    assert rig["kube"].service["spec"]["selector"]["homelab.inference/gpu-mode"] == "ml"
+
+
+def test_a_switch_stopped_after_the_services_patch_is_mended_by_the_next_run(rig):
+    rig["kube"].service["spec"]["selector"]["homelab.inference/gpu-mode"] = "r1"  # the Deployment is still in ml
+    runner = switch(rig, "ml")
+    result = runner.run(check_mode=False)
+    assert result["changed"] is True and result["mode"] == "ml" and result["verified"]["vllm_models"] == ["vllm-qwen"]
+    assert rig["kube"].service["spec"]["selector"]["homelab.inference/gpu-mode"] == "ml"
+    assert not any(e[0] == "patch" for e in rig["events"]) and "selects ml's again" in runner.warnings[0]
+
+
+def test_check_mode_leaves_the_service_alone(rig):
+    assert switch(rig, "r1").run(check_mode=True)["changed"] is True
+    assert rig["kube"].service["spec"]["selector"]["homelab.inference/gpu-mode"] == "ml" and not rig["events"]

@@ -34,6 +34,7 @@ def rig(monkeypatch):
     litellm = StubLitellm(events, clock, kube)
     found = {"events": events, "clock": clock, "kube": kube, "litellm": litellm, "factory_calls": 0}
     monkeypatch.setattr(gpu_mode, "endpoints", lambda module: (StubVllm(kube), litellm))
+    monkeypatch.setattr(gpu_mode, "pod_endpoint", lambda module: lambda pod: StubVllm(kube))
     monkeypatch.setattr(gpu_mode, "GpuModeSwitch", functools.partial(GpuModeSwitch, clock=clock, sleep=clock.sleep))
     return found
 
@@ -123,7 +124,7 @@ def test_each_switch_is_recorded_as_an_event_on_the_deployment(rig, capsys):
     assert event["involvedObject"]["kind"] == "Deployment" and event["involvedObject"]["name"] == "vllm-server"
     assert (event["reason"], event["type"], event["source"]) == (
         "GpuModeSwitched", "Normal", {"component": "homelab.inference.gpu_mode"})
-    assert re.fullmatch(r"ml -> r1 by \S+@\S+/\d+ in [\d.]+s \(lock [\d.]+s, warm [\d.]+s, patch [\d.]+s, rollout "
+    assert re.fullmatch(r"ml -> r1 by \S+@\S+/\d+ in [\d.]+s \(lock [\d.]+s, warm [\d.]+s, drain [\d.]+s, patch [\d.]+s, rollout "
                         r"[\d.]+s, verify [\d.]+s\): verified", event["message"]), event["message"]
 
 
