@@ -23,6 +23,7 @@ from ansible_collections.homelab.inference.plugins.module_utils._service_http im
 # noticed within a quarter of a second.
 POLL_FIRST, POLL_GROWTH, POLL_MAX = 0.05, 1.5, 0.25
 DRAIN_POLL = 0.25
+GATEWAY_RETURN = 1.0
 
 
 class SwitchFailed(Exception):
@@ -185,6 +186,9 @@ class GpuModeSwitch:
         if self.litellm is None or not model or \
                 not _gpu_mode.stops_serving(deployment, target, self.table, self.params["container"]):
             return False
+        chain = self.params.get("chain") or []
+        if chain and _gpu_mode.served_model_name(deployment, self.params["container"]) not in chain:
+            return False  # the chain's clients are on the fallback tier already: it is warm
         began = self.clock()
         try:
             result["warmed"] = self.litellm_answer(model, expect_group=model, limit="warm_timeout")
@@ -222,6 +226,11 @@ class GpuModeSwitch:
         self.timings[phase + "rollout"] = round(self.clock() - began, 3)
         began = self.clock()
         try:
+            if self.table[target]["vllm_model"] and self.litellm is not None:
+                # The new pod answers: LiteLLM's hook probes a backend it found down every 0.5 s
+                # (inference_liveness.Watchdog), so within a second every replica routes to it again,
+                # and neither the verification nor a client after it is sent to the CPU tier.
+                self.sleep(GATEWAY_RETURN)
             return self.verify(target, self.read())
         finally:
             self.timings[phase + "verify"] = round(self.clock() - began, 3)

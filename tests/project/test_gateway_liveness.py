@@ -122,6 +122,42 @@ def test_a_refused_backend_is_declared_dead():
     asyncio.run(asyncio.wait_for(scenario(), 20))
 
 
+def test_each_probe_opens_its_own_connection():
+    # Through a Service, a kept-alive connection stays with the pod it reached: it would keep answering
+    # for a pod already out of the Service. This server keeps every connection open for more requests.
+    seen = {"connections": 0, "probes": 0}
+
+    async def handle(reader, writer):
+        seen["connections"] += 1
+        try:
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                seen["probes"] += 1
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def scenario():
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        url = "http://127.0.0.1:%d" % server.sockets[0].getsockname()[1]
+        backend = liveness.Backend("vllm", url + "/v1", url + "/health")
+        watchdog = liveness.Watchdog([backend], interval=0.02, timeout=0.5, failures=2)
+        watchdog.ensure_started()
+        try:
+            while seen["probes"] < 4:
+                await asyncio.sleep(0.01)
+            assert seen["connections"] >= seen["probes"] >= 4, seen
+        finally:
+            for task in watchdog.tasks:
+                task.cancel()
+            server.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 20))
+
+
 def test_a_backend_out_of_its_service_is_skipped_while_its_requests_finish():
     # gpu_mode's drain: the Service no longer selects vLLM's pod, so the probe (through the Service) is
     # refused, while the pod itself still streams the answers it started.

@@ -184,7 +184,9 @@ class PodWorker(threading.Thread):
         env = {"PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
                "HOME": os.environ.get("HOME", "/root"), "LANG": "C.UTF-8",
                "PYTHONPATH": os.pathsep.join([HOOKS, TOOLS]), "LAB_DNS_FILE": self.lab.network.dns_file,
-               "HOSTNAME": self.name, "LAB_POD_NAME": self.name}
+               "HOSTNAME": self.name, "LAB_POD_NAME": self.name,
+               # where FAKE servers note what a test should count (lab-only; not in any manifest)
+               "LAB_OBSERVATIONS": os.path.join(self.lab.state_dir, "observations")}
         if container_gpus(container.spec):
             # What the NVIDIA device plugin's Allocate answers for a container given the GPU
             # (k8s-device-plugin v0.17, the default envvar strategy).

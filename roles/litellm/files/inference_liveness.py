@@ -114,7 +114,10 @@ class Watchdog:
         return backend is not None and not backend.alive
 
     async def _watch(self, backend):
-        async with httpx.AsyncClient(timeout=self.timeout) as client:
+        # A new connection per probe: a kept-alive one reaches the pod it first reached for as long as it
+        # lives (kube-proxy routes connections, not requests), and would keep answering for a pod already
+        # out of its Service (gpu_mode's drain).
+        async with httpx.AsyncClient(timeout=self.timeout, limits=httpx.Limits(max_keepalive_connections=0)) as client:
             while True:
                 problem = await self.probe(client, backend)
                 if backend.record(problem, self.failures, hung=problem == NO_ANSWER):

@@ -9,6 +9,11 @@ DeepSeek-R1 model without it returns raw text with only the closing ``</think>``
 prompt or ``max_tokens`` over it enforce (prompt tokens estimated as characters
 / 4). Its wire format is held to the real vLLM's by
 tests/project/test_vllm_conformance.py.
+On SIGTERM it does what vLLM v0.32.0 does with its default ``--shutdown-timeout 0``: the
+requests it is running are aborted and it exits (``vllm/v1/engine/core.py``,
+``EngineCore._handle_shutdown``: mode "abort"; ``vllm/entrypoints/launchers/launcher.py``).
+How many it was running is noted in ``$LAB_OBSERVATIONS/vllm-shutdowns.jsonl``: the
+requests a switch let reach a terminating vLLM.
 ``LAB_FAIL`` makes the load fail instead: ``oom`` (killed, exit 137) or
 ``error`` (exit 1 with vLLM's kind of message).
 
@@ -20,7 +25,9 @@ take the profile's time to first token and decode rate.
 """
 
 import argparse
+import json
 import os
+import signal
 import sys
 import time
 
@@ -61,7 +68,21 @@ def main(argv=None):
     server = FakeChatServer((args.host, args.port), "vllm", names, reasoning_parser=args.reasoning_parser,
                             reasoning_raw=raw, timing=timing, root=args.model, max_model_len=args.max_model_len)
     print("INFO lab fake vLLM: serving %s on %s:%d" % (names, args.host, args.port), flush=True)
+    signal.signal(signal.SIGTERM, lambda signum, frame: shut_down(server))
     server.serve_forever()
+
+
+def shut_down(server):
+    """SIGTERM: abort the running requests (their connections close with the process) and exit."""
+    running = server.streams
+    print("INFO [shutdown] lab fake vLLM: aborting in-flight requests count=%d" % running, flush=True)
+    directory = os.environ.get("LAB_OBSERVATIONS")
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+        with open(os.path.join(directory, "vllm-shutdowns.jsonl"), "a") as handle:
+            handle.write(json.dumps({"pod": os.environ.get("LAB_POD_NAME"), "running": running,
+                                     "time": time.time()}) + "\n")
+    os._exit(0)
 
 
 if __name__ == "__main__":

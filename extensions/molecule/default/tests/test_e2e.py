@@ -19,7 +19,8 @@ import urllib.request
 import yaml
 
 from lab import TOOLS
-from conftest import (PORT, ROOT, STATE, api, decoded_secret, deployment, gpu_mode, litellm, master_key, playbook)
+from conftest import (PORT, ROOT, STATE, api, decoded_secret, deployment, gpu_mode, litellm, master_key, playbook,
+                      service_url)
 
 CATALOG = os.path.join(ROOT, "roles", "catalog", "defaults", "main.yml")
 
@@ -153,6 +154,100 @@ def test_gpu_mode_round_trip_each_switch_verified_through_litellm(in_ml_mode):
                                       {"model": "vllm-r1", "messages": [{"role": "user", "content": "hi"}]})
             message = body["choices"][0]["message"]
             assert status == 200 and message["reasoning_content"] and "</think>" not in message["content"]
+
+
+class ClientLoad:
+    """Clients of the gateway at a fixed concurrency, streamed and non-streamed requests in turn for the chain's
+    head (vllm-qwen, which falls back to the CPU tier while vLLM does not serve it); each request's outcome."""
+
+    def __init__(self, concurrency=8):
+        self.concurrency, self.results, self.stop = concurrency, [], threading.Event()
+        self.threads = [threading.Thread(target=self.client, args=(n,), daemon=True) for n in range(concurrency)]
+
+    def __enter__(self):
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(120)
+
+    def client(self, number):
+        streamed = bool(number % 2)
+        while not self.stop.is_set():
+            began = time.monotonic()
+            outcome = self.ask(streamed)
+            self.results.append(dict(outcome, streamed=streamed, began=began, ended=time.monotonic()))
+            streamed = not streamed
+
+    @staticmethod
+    def ask(streamed):
+        body = {"model": "vllm-qwen", "max_tokens": 8, "stream": streamed,
+                "messages": [{"role": "user", "content": "Summarise the GPU switch in one line."}]}
+        request = urllib.request.Request(service_url("litellm") + "/v1/chat/completions", method="POST",
+                                         data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json",
+                                                  "Authorization": "Bearer " + master_key()})
+        try:
+            with urllib.request.urlopen(request, timeout=300) as response:
+                group = response.headers.get("x-litellm-model-group")
+                if not streamed:
+                    json.loads(response.read())
+                    return {"status": response.status, "group": group, "complete": True}
+                done = finished = False
+                for line in response:
+                    line = line.decode().strip()
+                    if line == "data: [DONE]":
+                        done = True
+                    elif line.startswith("data: ") and '"finish_reason":"' in line.replace(" ", ""):
+                        finished = True
+                return {"status": response.status, "group": group, "complete": done and finished}
+        except urllib.error.HTTPError as err:
+            return {"status": err.code, "group": None, "complete": False, "error": err.read()[:300]}
+        except OSError as err:
+            return {"status": None, "group": None, "complete": False, "error": str(err)}
+
+
+def vllm_shutdowns():
+    try:
+        with open(os.path.join(STATE, "observations", "vllm-shutdowns.jsonl")) as handle:
+            return [json.loads(line) for line in handle if line.strip()]
+    except OSError:
+        return []
+
+
+def test_ten_switches_under_load_go_unnoticed_by_clients(in_ml_mode):
+    # Each switch drains vLLM before replacing it (the Service first, then the pod once idle), and the
+    # gateway routes to vLLM again as soon as a verified ml pod answers its probe.
+    sequence = ["r1", "ml", "gaming", "ml", "r1", "gaming", "r1", "ml", "gaming", "ml"]
+    shutdowns_before = len(vllm_shutdowns())
+    back_in_ml = []   # (from, to): while vLLM was verified serving vllm-qwen again
+    with ClientLoad(concurrency=8) as load:
+        time.sleep(1)
+        for mode in sequence:
+            code, result, output = gpu_mode(mode)
+            assert code == 0 and result["changed"] is True and result["mode"] == mode, output[-3000:]
+            print("%s -> %s: drained %s, %s" % (result["previous_mode"], mode, result.get("drained"), result["timings"]))
+            if mode == "ml":
+                returned = time.monotonic()
+                time.sleep(1.5)
+                back_in_ml.append((returned, time.monotonic()))
+    results = load.results
+    failed = [r for r in results if r["status"] != 200]
+    cut = [r for r in results if r["streamed"] and r["status"] == 200 and not r["complete"]]
+    reached_terminating = sum(s["running"] for s in vllm_shutdowns()[shutdowns_before:])
+    cpu_after_return = [r for r in results for start, end in back_in_ml
+                        if start <= r["began"] <= end and r["group"] != "vllm-qwen"]
+    counts = {"requests": len(results), "failed": len(failed), "cut_streams": len(cut),
+              "reached_a_terminating_vllm": reached_terminating, "cpu_tier_after_return_to_ml": len(cpu_after_return),
+              "answered_by": {g: sum(1 for r in results if r["group"] == g) for g in {r["group"] for r in results}}}
+    print("10 switches under load:", json.dumps(counts))
+    assert counts["requests"] > 100 and {"vllm-qwen", "ollama-qwen"} <= set(counts["answered_by"]), counts
+    assert (counts["failed"], counts["cut_streams"], counts["reached_a_terminating_vllm"],
+            counts["cpu_tier_after_return_to_ml"]) == (0, 0, 0, 0), (counts, failed[:3], cut[:3],
+                                                                    cpu_after_return[:3])
 
 
 def test_the_same_mode_again_status_and_check_mode_change_nothing():
