@@ -186,9 +186,6 @@ class GpuModeSwitch:
         if self.litellm is None or not model or \
                 not _gpu_mode.stops_serving(deployment, target, self.table, self.params["container"]):
             return False
-        chain = self.params.get("chain") or []
-        if chain and _gpu_mode.served_model_name(deployment, self.params["container"]) not in chain:
-            return False  # the chain's clients are on the fallback tier already: it is warm
         began = self.clock()
         try:
             result["warmed"] = self.litellm_answer(model, expect_group=model, limit="warm_timeout")

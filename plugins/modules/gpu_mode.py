@@ -145,15 +145,6 @@ options:
         head that falls back (V(default)) would put the vLLM tier in LiteLLM's cooldown and slow the next switch back.
     type: str
     default: ""
-  chain:
-    description:
-      - The gateway's fallback chain, head first (the catalog's C(inference_fallback_chain); C(gpu_mode.yml) passes it).
-        When given, the fallback tier is warmed only before a switch takes away a model of the chain - while vLLM
-        serves a model outside it (C(vllm-r1)), the chain's clients are on the fallback tier already, and it is warm.
-      - Empty warms before every switch that takes away vLLM's model.
-    type: list
-    elements: str
-    default: []
   vllm_service:
     description: Service in front of vLLM, in O(namespace).
     type: str
@@ -326,7 +317,6 @@ def argument_spec():
         drain_timeout=dict(type="int", default=120),
         drain_settle=dict(type="float", default=3.0),
         gpu_free_model=dict(type="str", default=""),
-        chain=dict(type="list", elements="str", default=[]),
         vllm_service=dict(type="str", default="vllm-api"),
         vllm_port=dict(type="int", default=8000),
         vllm_url=dict(type="str"),

@@ -57,20 +57,6 @@ def test_a_switch_from_a_gpu_free_mode_has_nothing_to_warm(rig, start, target):
     assert [e for e in rig["events"] if e[0] != "lock"][:2] == [("select", target), ("patch", target)]
 
 
-@pytest.mark.parametrize("target", ["ml", "gaming"])
-def test_from_a_model_outside_the_chain_the_fallback_is_warm_already(rig, target):
-    # In r1 the chain's head (vllm-qwen) is not served: its clients are on the CPU tier already.
-    rig["kube"].__init__(rig["events"], mode="r1")
-    result = switch(rig, target, chain=["vllm-qwen", "ollama-qwen", "openai-gpt4o"]).run(check_mode=False)
-    assert result["changed"] is True and "warm" not in result["timings"] and "warmed" not in result
-    assert ("litellm", "ollama-qwen") not in rig["events"][:2]
-
-
-def test_from_a_model_of_the_chain_the_fallback_is_warmed(rig):
-    result = switch(rig, "r1", chain=["vllm-qwen", "ollama-qwen"]).run(check_mode=False)
-    assert result["warmed"]["answered_by"] == "ollama-qwen"
-
-
 def test_the_same_mode_and_check_mode_warm_nothing(rig):
     assert switch(rig, "ml").run(check_mode=False)["changed"] is False
     assert switch(rig, "gaming").run(check_mode=True)["changed"] is True
