@@ -104,10 +104,11 @@ class GpuModeSwitch:
                             "after": {"mode": target, "model": self.table[target]["vllm_model"]}})
         if previous == target and before["ready"]:
             # A run stopped between the Service's patch and the Deployment's left vLLM out of its Service.
-            if not check_mode and self.select(target):
+            if self.select(target, check_mode):
                 result["changed"] = True
                 self.warnings.append("the vLLM Service selected another mode's pods (a switch was stopped "
-                                     "midway): it selects %s's again" % target)
+                                     "midway): it %s %s's again" % ("would select" if check_mode else "selects",
+                                                                    target))
             if self.params["verify"] and not check_mode:
                 result["verified"] = self.verify(target, deployment)
             self.timings["total"] = round(self.clock() - began, 3)
@@ -261,11 +262,11 @@ class GpuModeSwitch:
                 return most
             self.sleep(DRAIN_POLL)
 
-    def select(self, target):
-        """Point the vLLM Service at mode ``target``'s pods; True when it pointed elsewhere."""
+    def select(self, target, check_mode=False):
+        """Point the vLLM Service at mode ``target``'s pods (not in check mode); True when it pointed elsewhere."""
         service = self.kube.get_service(self.namespace, self.params["vllm_service"])
         patch = _gpu_mode.service_patch(service, target) if service else None
-        if patch:
+        if patch and not check_mode:
             self.kube.patch_service(self.namespace, self.params["vllm_service"], patch)
         return bool(patch)
 

@@ -186,6 +186,13 @@ def test_a_switch_stopped_after_the_services_patch_is_mended_by_the_next_run(rig
     assert not any(e[0] == "patch" for e in rig["events"]) and "selects ml's again" in runner.warnings[0]
 
 
+def test_check_mode_reports_a_service_to_mend_and_leaves_it(rig):
+    rig["kube"].service["spec"]["selector"]["homelab.inference/gpu-mode"] = "r1"
+    runner = switch(rig, "ml")
+    assert runner.run(check_mode=True)["changed"] is True and "would select ml's again" in runner.warnings[0]
+    assert rig["kube"].service["spec"]["selector"]["homelab.inference/gpu-mode"] == "r1" and not rig["events"]
+
+
 def test_check_mode_leaves_the_service_alone(rig):
     assert switch(rig, "r1").run(check_mode=True)["changed"] is True
     assert rig["kube"].service["spec"]["selector"]["homelab.inference/gpu-mode"] == "ml" and not rig["events"]
