@@ -11,7 +11,9 @@ The stand-in is the FAKE client boundary (tools/testkit/kube_client.py: the
 rendered vLLM Deployment, a pod that becomes ready ``--load`` seconds after it
 is created, a FAKE vLLM over HTTP that serves what the ready pod serves) and the
 REAL LiteLLM proxy on the rendered config. Overhead = total time - the time the
-backend needed (from the patch to the pod being ready, or to the last pod gone).
+backend needed (from the patch to the pod being ready, or to the last pod gone) -
+the waits made for the clients by design (the drain's settle, the gateway's second
+after a rollout), which are reported apart, with each phase's median.
 
 Usage: python benchmarks/gpu_mode.py [--load 2] [--out benchmarks/results/gpu_mode.json]
 """
@@ -32,7 +34,7 @@ import yaml
 
 from lab import ROOT
 from ansible_collections.homelab.inference.plugins.module_utils import _gpu_mode
-from ansible_collections.homelab.inference.plugins.module_utils._gpu_switch import GpuModeSwitch
+from ansible_collections.homelab.inference.plugins.module_utils._gpu_switch import GATEWAY_RETURN, GpuModeSwitch
 from ansible_collections.homelab.inference.plugins.module_utils._service_http import ServiceEndpoint
 from ansible_collections.homelab.inference.plugins.modules import gpu_mode
 from testkit.kube_client import FakeKube
@@ -71,10 +73,23 @@ def module_switches(kube, table, upstreams, gateway):
         result = GpuModeSwitch(kube, dict(params, mode=mode), vllm, litellm, "bench@%s" % os.getpid()).run(False)
         total = time.monotonic() - began
         backend = backend_seconds(kube) if result["changed"] else 0.0
+        # The waits a switch makes for its clients, by design: the drain (at least drain_settle, for the
+        # gateway's probes to stop sending to the old pod) and, to a serving mode, a second for the gateway
+        # to route to the new one. Reported apart from the module's own overhead.
+        waits = result["timings"].get("drain", 0.0) + \
+            (GATEWAY_RETURN if result["changed"] and table[mode]["vllm_model"] else 0.0)
         results.append({"to": mode, "from": result["previous_mode"], "changed": result["changed"],
-                        "total_s": round(total, 3), "backend_s": backend, "overhead_s": round(total - backend, 3),
+                        "total_s": round(total, 3), "backend_s": backend, "client_waits_s": round(waits, 3),
+                        "overhead_s": round(total - backend - waits, 3),
                         "timings": result["timings"], "verified": sorted(result["verified"])})
     return results
+
+
+def phase_medians(switches):
+    """Each phase's median seconds over the switches that went through it."""
+    phases = sorted({phase for r in switches for phase in r["timings"] if phase != "total"})
+    return {phase: round(statistics.median(r["timings"][phase] for r in switches if phase in r["timings"]), 3)
+            for phase in phases}
 
 
 def reference_switch(kube, table, target, vllm_url, interval=5.0, limit=120):
@@ -148,6 +163,8 @@ def main():
         "summary": {
             "module_overhead_max_s": max(r["overhead_s"] for r in switches),
             "module_overhead_median_s": round(statistics.median(r["overhead_s"] for r in switches), 3),
+            "module_client_waits_median_s": round(statistics.median(r["client_waits_s"] for r in switches), 3),
+            "module_phase_medians_s": phase_medians(switches),
             "reference_overhead_median_s": round(statistics.median(r["overhead_s"] for r in reference), 3),
             "module_overhead_max_cold_s": max(r["overhead_s"] for r in cold if r["changed"]),
             "noop_s": ours[-1]["total_s"],
