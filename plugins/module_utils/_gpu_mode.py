@@ -144,13 +144,9 @@ def service_patch(service, target):
     patch = {"spec": {"selector": {MODE_LABEL: target}}}
     last_applied = ((service.get("metadata") or {}).get("annotations") or {}).get(LAST_APPLIED)
     if last_applied:
-        try:
-            applied = json.loads(last_applied)
-        except ValueError:
-            return patch
-        applied.setdefault("spec", {}).setdefault("selector", {})[MODE_LABEL] = target
-        patch["metadata"] = {"annotations": {LAST_APPLIED: json.dumps(applied, separators=(",", ":"),
-                                                                      sort_keys=True)}}
+        def select(applied):
+            applied.setdefault("spec", {}).setdefault("selector", {})[MODE_LABEL] = target
+        patch["metadata"] = {"annotations": {LAST_APPLIED: _edited(last_applied, select)}}
     return patch
 
 
@@ -173,12 +169,23 @@ def requests_in_vllm(metrics_text):
     return int(total) if seen else None
 
 
-def updated_last_applied(text, target, table, container="vllm"):
-    """The last-applied configuration with the mode's fields changed as the patch changes them."""
+def _edited(text, edit):
+    """A last-applied configuration (JSON text) with ``edit`` made to it in place; unchanged when not JSON.
+    Keeping it in step with a patch leaves the next client-side apply nothing to change."""
     try:
         applied = json.loads(text)
     except ValueError:
         return text
+    edit(applied)
+    return json.dumps(applied, separators=(",", ":"), sort_keys=True)
+
+
+def updated_last_applied(text, target, table, container="vllm"):
+    """The last-applied configuration with the mode's fields changed as the patch changes them."""
+    return _edited(text, lambda applied: _apply_mode(applied, target, table, container))
+
+
+def _apply_mode(applied, target, table, container):
     mode = table[target]
     served = mode["vllm_model"] or ""
     metadata = applied.setdefault("metadata", {})
@@ -196,7 +203,6 @@ def updated_last_applied(text, target, table, container="vllm"):
                 item["args"] = list(mode["args"])
                 if "readinessProbe" in item:
                     _set_probe_model(item["readinessProbe"], served)
-    return json.dumps(applied, separators=(",", ":"), sort_keys=True)
 
 
 def _set_probe_model(probe, served):
@@ -218,9 +224,13 @@ def probe_patch(deployment, target, table, container="vllm"):
 
 # -- rollouts ---------------------------------------------------------------------
 
+def _deleting(pod):
+    return bool((pod.get("metadata") or {}).get("deletionTimestamp"))
+
+
 def pod_ready(pod):
     """Whether a pod is Ready and not being deleted: in its Service's endpoints."""
-    if (pod.get("metadata") or {}).get("deletionTimestamp"):
+    if _deleting(pod):
         return False
     return any(c.get("type") == "Ready" and c.get("status") == "True"
                for c in (pod.get("status") or {}).get("conditions") or [])
@@ -265,14 +275,14 @@ def rollout_progress(deployment, pods):
     """('done' | 'waiting' | 'failed', detail) for a switch's rollout."""
     if rolled_out(deployment):
         wanted = (deployment.get("spec") or {}).get("replicas", 1)
-        live = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
+        live = [p for p in pods if not _deleting(p)]
         if wanted == 0 and live:
             return "waiting", "%d pod(s) still stopping" % len(live)
         if wanted == 0 and pods:
             return "waiting", "%d pod(s) still terminating" % len(pods)
         return "done", "rolled out"
     for pod in pods:
-        if (pod.get("metadata") or {}).get("deletionTimestamp") or from_other_template(deployment, pod):
+        if _deleting(pod) or from_other_template(deployment, pod):
             continue
         failure = pod_failure(pod)
         if failure:
