@@ -110,7 +110,7 @@ class GpuModeSwitch:
                                      "midway): it %s %s's again" % ("would select" if check_mode else "selects",
                                                                     target))
             if self.params["verify"] and not check_mode:
-                result["verified"] = self.verify(target, deployment)
+                result["verified"] = self.verified_in_place(target, deployment, result)
             self.timings["total"] = round(self.clock() - began, 3)
             return result
         result["changed"] = True
@@ -123,7 +123,8 @@ class GpuModeSwitch:
             deployment = self.read()
             if self.describe(deployment)["mode"] == target and _gpu_mode.rolled_out(deployment):
                 result["changed"] = False
-                result["verified"] = self.verify(target, deployment) if self.params["verify"] else {}
+                if self.params["verify"]:
+                    result["verified"] = self.verified_in_place(target, deployment, result)
                 return result
             # Clients fall back as soon as vLLM goes: the fallback tier must answer first.
             if self.warm(target, deployment, result):
@@ -160,6 +161,16 @@ class GpuModeSwitch:
                                 % (failure, self.params["lock_duration"]),)
             if result["changed"]:
                 self.record(result, previous, target, failure)
+
+    def verified_in_place(self, target, deployment, result):
+        """verify() of a mode already in place; a failure reports that mode (``result``) as a switch's does."""
+        try:
+            return self.verify(target, deployment)
+        except GpuNotFree as held:
+            raise GpuNotFree("%s is in place but %s: end that process or restart the GPU node"
+                             % (target, held), result)
+        except SwitchFailed as failed:
+            raise SwitchFailed(str(failed), result)
 
     def record(self, result, previous, target, failure):
         """The switch as an Event on the vLLM Deployment (kubectl describe shows it): who, from, to, each

@@ -168,6 +168,18 @@ def test_memory_held_after_a_gpu_free_switch_fails_naming_the_process_without_a_
     assert [e for e in rig["events"] if e[0] == "patch"] == [("patch", "gaming")], "no rollback"
 
 
+def test_memory_held_in_gaming_already_fails_an_unchanged_run_with_its_mode(rig, capsys):
+    assert not run(rig, capsys, "gaming")[0]
+    rig["kube"].gpu_memory_used = 11060
+    rig["kube"].gpu_processes = [(4242, "VLLM::EngineCore", 11059)]
+    failed, result = run(rig, capsys, "gaming")
+    assert failed and not result["changed"] and result["mode"] == result["previous_mode"] == "gaming", result
+    assert result["msg"] == (
+        "gaming is in place but the GPU is not free: 11060 MiB used, at most 1024 allowed (gpu_free_max_mib), "
+        "held by VLLM::EngineCore (pid 4242, 11059 MiB): end that process or restart the GPU node")
+    assert [e for e in rig["events"] if e[0] == "patch"] == [("patch", "gaming")], "nothing patched again"
+
+
 def test_the_memory_check_can_be_skipped_and_is_validated(rig, capsys):
     rig["kube"].gpu_memory_used = 11060
     failed, result = run(rig, capsys, "gaming", gpu_free_max_mib=-1)
