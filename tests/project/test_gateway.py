@@ -55,10 +55,24 @@ def gateway(rendered, upstreams):
     proxy.stop()
 
 
-def test_models_auth_health_and_metrics(gateway):
+def listed(gateway):
     status, _, text, _ = gateway.request("GET", "/v1/models")
-    assert status == 200
-    assert sorted(m["id"] for m in json.loads(text)["data"]) == sorted(CATALOG_MODELS + ["default"])
+    assert status == 200, text
+    return sorted(m["id"] for m in json.loads(text)["data"])
+
+
+def test_models_listed_as_they_answer_now_auth_health_and_metrics(gateway, upstreams):
+    # ml: vllm-r1 would get a 404, so it is not listed; the chain's models always answer.
+    in_ml = sorted(set(CATALOG_MODELS + ["default"]) - {"vllm-r1"})
+    assert listed(gateway) == in_ml
+    assert gateway.request("GET", "/v1/models/vllm-r1")[0] == 404
+    assert gateway.request("GET", "/v1/models/vllm-qwen")[0] == 200
+    upstreams.vllm.reset(models=["vllm-r1"], reasoning_parser="deepseek_r1")  # r1
+    assert listed(gateway) == sorted(CATALOG_MODELS + ["default"])
+    upstreams.vllm.stop()  # gaming: vLLM stopped, the chain answers from the CPU tier
+    assert listed(gateway) == in_ml
+    upstreams.restart_vllm()
+    upstreams.vllm.reset(models=["vllm-qwen"], reasoning_parser=None)
     assert gateway.request("GET", "/v1/models", key=None)[0] == 401
     assert gateway.request("GET", "/v1/models", key="sk-wrong")[0] == 401
     assert gateway.chat("vllm-qwen", key="sk-wrong")[0] == 401

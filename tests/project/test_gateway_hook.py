@@ -118,3 +118,19 @@ def test_no_master_key_configured_refuses_everything(monkeypatch):
     gateway = hook.InferenceGateway(SETTINGS, counters=hook.MemoryCounters())
     with pytest.raises(HTTPException):
         run(gateway.user_api_key_auth(request("/v1/models"), "Bearer "))
+
+
+@pytest.mark.parametrize("served, listed", [
+    (None, ["default", "vllm-qwen", "groq/x"]),  # vLLM stopped or loading (gaming, a switch)
+    (["vllm-qwen"], ["default", "vllm-qwen", "groq/x"]),  # ml
+    (["vllm-r1"], ["default", "vllm-r1", "vllm-qwen", "groq/x"]),  # r1
+], ids=["stopped", "ml", "r1"])
+def test_the_listings_leave_out_a_vllm_model_the_gpu_does_not_serve_now(monkeypatch, served, listed):
+    gateway = hook.InferenceGateway(SETTINGS, counters=hook.MemoryCounters())
+    asked = []
+    monkeypatch.setattr(gateway, "served_by_vllm", lambda api_base: asked.append(api_base) or served)
+    names = ("default", "vllm-r1", "vllm-qwen", "groq/x")
+    assert run(gateway.async_filter_listed_models(None, names)) == listed
+    assert asked == ["http://127.0.0.1:9/v1"], "vLLM asked once per listing"
+    assert run(gateway.async_filter_listed_models(None, ("groq/x",))) == ("groq/x",)
+    assert len(asked) == 1, "a listing without a GPU-only model asks vLLM nothing"

@@ -12,6 +12,8 @@ What LiteLLM does not do by itself:
   surviving restarts), else in this process's memory.
 - A clear error for a vLLM model the GPU's current mode does not load: which
   mode serves it, how to switch, what to ask for instead; at once, with 404.
+  The model listings leave such a model out, so a client can tell what answers
+  now (LiteLLM's async_filter_listed_models).
 - 401 for a wrong key when there is no database (LiteLLM would answer 400
   "No connected db"): only the master key is accepted then.
 - Telling a slow model server from a dead one (inference_liveness.py beside
@@ -243,6 +245,23 @@ class InferenceGateway(CustomLogger):
         if served is not None and model in served:
             return None  # it is loaded: the failure is something else, keep LiteLLM's error
         return HTTPException(status_code=404, detail=self.not_loaded_message(model, served))
+
+    async def async_filter_listed_models(self, user_api_key_dict, model_names):
+        """/v1/models, /v1/models/{id} and /model/info list what answers now: a vLLM model outside the
+        chain only while vLLM serves it (else it would get the 404 above); a chain model always, as its
+        fallbacks answer; every other model as it is."""
+        direct = {}
+        for name in model_names:
+            entry = self.models.get(name) or {}
+            if entry.get("backend") == "vllm" and not entry.get("fallbacks"):
+                direct[name] = entry["api_base"]
+        if not direct:
+            return model_names
+        loop = asyncio.get_running_loop()
+        served = {}
+        for api_base in set(direct.values()):
+            served[api_base] = await loop.run_in_executor(None, self.served_by_vllm, api_base) or []
+        return [name for name in model_names if name not in direct or name in served[direct[name]]]
 
     @staticmethod
     def served_by_vllm(api_base):

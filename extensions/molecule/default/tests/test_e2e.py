@@ -51,8 +51,12 @@ def test_the_real_litellm_serves_the_rendered_config():
         catalog = yaml.safe_load(handle)
     status, body, _ = litellm("GET", "/v1/models")
     assert status == 200
-    assert sorted(m["id"] for m in body["data"]) == sorted([m["name"] for m in catalog["inference_models"]]
-                                                           + ["default"])
+    # The converged lab is in ml: a vLLM model of another mode, outside the chain, is not listed.
+    other_modes = {m["vllm_model"] for name, m in catalog["inference_gpu_modes"].items() if name != "ml"}
+    hidden = other_modes - set(catalog["inference_fallback_chain"]) - {None}
+    assert hidden == {"vllm-r1"}
+    assert sorted(m["id"] for m in body["data"]) == sorted(
+        {m["name"] for m in catalog["inference_models"]} - hidden | {"default"})
     status, body, headers = litellm("POST", "/v1/chat/completions",
                                     {"model": "default", "messages": [{"role": "user", "content": "hi"}]})
     # `default` is the chain head's alias: answered by vLLM itself, not by a fallback tier.
