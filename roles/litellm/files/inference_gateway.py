@@ -146,6 +146,11 @@ class RedisCounters:
         return int(verdict), float(wait)
 
 
+def gpu_only(entry):
+    """Whether a model entry is a vLLM model outside the chain: it answers only in the GPU modes that load it."""
+    return bool(entry) and entry.get("backend") == "vllm" and not entry.get("fallbacks")
+
+
 class InferenceGateway(CustomLogger):
     def __init__(self, settings=None, counters=None):
         super().__init__()
@@ -239,7 +244,7 @@ class InferenceGateway(CustomLogger):
                                            traceback_str=None):
         model = request_data.get("model") if isinstance(request_data, dict) else None
         entry = self.models.get(model) or {}
-        if entry.get("backend") != "vllm" or entry.get("fallbacks"):
+        if not gpu_only(entry):
             return None
         served = await asyncio.get_running_loop().run_in_executor(None, self.served_by_vllm, entry["api_base"])
         if served is not None and model in served:
@@ -250,11 +255,7 @@ class InferenceGateway(CustomLogger):
         """/v1/models, /v1/models/{id} and /model/info list what answers now: a vLLM model outside the
         chain only while vLLM serves it (else it would get the 404 above); a chain model always, as its
         fallbacks answer; every other model as it is."""
-        direct = {}
-        for name in model_names:
-            entry = self.models.get(name) or {}
-            if entry.get("backend") == "vllm" and not entry.get("fallbacks"):
-                direct[name] = entry["api_base"]
+        direct = {name: self.models[name]["api_base"] for name in model_names if gpu_only(self.models.get(name))}
         if not direct:
             return model_names
         loop = asyncio.get_running_loop()
