@@ -12,6 +12,7 @@ logs=${TEST_LOG_DIR:-tests/output/make-test}
 rm -rf "$logs"
 mkdir -p "$logs"
 trap 'trap - INT TERM; kill 0' INT TERM
+export COLUMNS=${COLUMNS:-200}  # molecule wraps at the terminal width: keep a test id on one line
 
 make --no-print-directory system-deps
 
@@ -44,6 +45,12 @@ for log in "$logs"/*.log; do
     printf '\n===== %s: last lines of %s =====\n' "$stage" "$log"
     tail -n 3 "$log"
   fi
+done
+# CI keeps only the end of this output: name each failed stage's failed tests and errors last.
+for stage in $(awk '$2 == "FAILED" {print $1}' "$logs/summary"); do
+  printf '\n===== %s FAILED, its failures (in full above) =====\n' "$stage"
+  sed 's/\x1b\[[0-9;]*m//g; s/^[[:space:]│]*//' "$logs/$stage.log" |
+    grep -E '^(FAILED|ERROR) |^E  |fatal: |failed=[1-9]' | tail -n 40 || true
 done
 printf '\nmake test: %s in %d s (stage times above, logs in %s)\n' \
   "$([ $failed = 0 ] && echo passed || echo FAILED)" $(($(date +%s) - began)) "$logs"
