@@ -27,7 +27,7 @@ BACKENDS = LOCAL_BACKENDS + tuple(CLOUD_BACKENDS)
 # The alias LiteLLM serves for the head of the fallback chain.
 DEFAULT_ALIAS = "default"
 # Mode names that the gpu_mode entry points reserve for themselves.
-RESERVED_MODES = ("status",)
+RESERVED_MODES = ("status", "boot")  # gpu_mode's and the host command's own words
 
 # Every key of an inference_models entry, described once: (key, type or types, the only backend
 # that may use it or None, required, what it means). The preflight checks entries against it,
@@ -242,7 +242,7 @@ def _mode_errors(modes, default_mode, by_name):
         if not isinstance(mode, str) or not MODE_NAME_RE.match(mode):
             errors.append("%s: mode names must be lower-case letters, digits and '-' (they become label values)" % where)
         if mode in RESERVED_MODES:
-            errors.append("%s: '%s' is reserved by gpu_mode; pick another name" % (where, mode))
+            errors.append("%s: '%s' is reserved by gpu_mode and gpu-mode; pick another name" % (where, mode))
         if not isinstance(spec, dict) or "vllm_model" not in spec:
             errors.append("%s: must be a mapping with vllm_model (a vllm model name, or null to free the GPU)" % where)
             continue

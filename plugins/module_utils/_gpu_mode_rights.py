@@ -38,7 +38,8 @@ CALLS = {
     "patch_deployment": Call("patch", "apps", "deployments", "namespace", "deployment"),
     # its pods: rollout progress, why a pod fails, none left in a GPU-free mode
     "list_pods": Call("list", "", "pods", "namespace", None),
-    # a GPU-free mode: no pod of any namespace on a GPU node holds a GPU
+    # a GPU-free mode: no pod of any namespace on a GPU node holds a GPU; the host command at boot: its
+    # node has reported this boot
     "list_nodes": Call("list", "", "nodes", None, None),
     "list_pods_on_node": Call("list", "", "pods", None, None),
     # a GPU-free mode: nvidia-smi in a short pod on the GPU node shows the memory free

@@ -16,8 +16,8 @@ import json
 import time
 
 from ansible_collections.homelab.inference.plugins.module_utils import _gpu_mode
-from ansible_collections.homelab.inference.plugins.module_utils._kube_access import Conflict, KubeError
-from ansible_collections.homelab.inference.plugins.module_utils._service_http import ServiceError, ServiceForbidden
+from ansible_collections.homelab.inference.plugins.module_utils._api_errors import (Conflict, KubeError, ServiceError,
+                                                                                    ServiceForbidden)
 
 # Polls start fast and slow down, never beyond this: a finished rollout is
 # noticed within a quarter of a second.

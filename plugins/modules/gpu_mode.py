@@ -222,6 +222,12 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+summary:
+  description:
+    - The run in one line, as C(gpu_mode.yml) and the GPU host's C(gpu-mode) command print it.
+  returned: success
+  type: str
+  sample: "GPU mode: r1 (vllm-r1), was ml, in 41.2 s; verified: vllm_models, litellm"
 mode:
   description: The mode the GPU is in after the run (the previous one after a rollback).
   returned: always
@@ -285,67 +291,26 @@ pod_problems:
 """
 
 import copy
-import getpass
-import os
-import socket
 
+from ansible_collections.homelab.inference.plugins.module_utils import _gpu_mode_run
 from ansible_collections.homelab.inference.plugins.module_utils._gpu_mode_rights import ROLE as RIGHTS_ROLE
-from ansible_collections.homelab.inference.plugins.module_utils._gpu_switch import GpuModeSwitch, SwitchFailed
+from ansible_collections.homelab.inference.plugins.module_utils._gpu_switch import SwitchFailed
 from ansible_collections.homelab.inference.plugins.module_utils._kube_access import KubeAccess, KubeError
 from ansible_collections.homelab.inference.plugins.module_utils._service_http import ServiceEndpoint
 from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule
 
-STATUS = "status"
-
 
 def argument_spec():
+    """The options of DOCUMENTATION; their defaults are _gpu_mode_run.DEFAULTS, shared with the host command."""
     spec = copy.deepcopy(AUTH_ARG_SPEC)
-    spec.update(
-        mode=dict(type="str", required=True),
-        modes=dict(type="dict", required=True),
-        namespace=dict(type="str", default="ml"),
-        deployment=dict(type="str", default="vllm-server"),
-        container=dict(type="str", default="vllm"),
-        rollout_timeout=dict(type="int", default=600),
-        rollback=dict(type="bool", default=True),
-        verify=dict(type="bool", default=True),
-        verify_timeout=dict(type="int", default=60),
-        warm_timeout=dict(type="int", default=300),
-        gpu_node_selector=dict(type="str", default="nvidia.com/gpu=true"),
-        gpu_free_max_mib=dict(type="int", default=1024),
-        drain_timeout=dict(type="int", default=120),
-        drain_settle=dict(type="float", default=3.0),
-        gpu_free_model=dict(type="str", default=""),
-        vllm_service=dict(type="str", default="vllm-api"),
-        vllm_port=dict(type="int", default=8000),
-        vllm_url=dict(type="str"),
-        litellm_namespace=dict(type="str", default="ml"),
-        litellm_service=dict(type="str", default="litellm"),
-        litellm_port=dict(type="int", default=4000),
-        litellm_url=dict(type="str"),
-        litellm_api_key=dict(type="str", no_log=True),
-        lock_name=dict(type="str", default="gpu-mode"),
-        lock_timeout=dict(type="int", default=120),
-        lock_duration=dict(type="int"),
-    )
+    types = dict(mode=str, modes=dict, vllm_url=str, litellm_url=str, litellm_api_key=str, lock_duration=int)
+    spec.update((name, dict(type=kind.__name__)) for name, kind in types.items())
+    spec.update((name, dict(type=type(value).__name__, default=value))
+                for name, value in _gpu_mode_run.DEFAULTS.items())
+    spec["mode"]["required"] = spec["modes"]["required"] = True
+    spec["litellm_api_key"]["no_log"] = True
     return spec
-
-
-def table_problems(mode, modes):
-    """One-line errors for a bad mode or mode table, before any API call."""
-    if not modes:
-        return ["modes: the mode table is empty; pass the catalog's, built by the gpu_mode_table filter"]
-    problems = []
-    for name, entry in modes.items():
-        if not isinstance(entry, dict) or "vllm_model" not in entry or "args" not in entry:
-            problems.append("modes.%s: needs vllm_model and args (build the table with the gpu_mode_table filter)"
-                            % name)
-        elif entry["vllm_model"] and not (isinstance(entry["args"], list) and entry["args"]):
-            problems.append("modes.%s: a mode with a model needs its container args" % name)
-    if mode != STATUS and mode not in modes:
-        problems.append("mode: '%s' is not a mode; use one of %s, or status" % (mode, ", ".join(sorted(modes))))
-    return problems
 
 
 def endpoints(module):
@@ -369,37 +334,22 @@ def pod_endpoint(module):
 
 
 def run_module(module, kube_factory=KubeAccess):
-    params = dict(module.params)
-    problems = table_problems(params["mode"], params["modes"])
-    for name in ("drain_timeout", "drain_settle"):
-        if params[name] < 0:
-            problems.append("%s: %s is negative; give the seconds, or 0" % (name, params[name]))
-    if params["gpu_free_max_mib"] < -1:
-        problems.append("gpu_free_max_mib: %s is below -1; give the most MiB a free GPU may show used, or -1 to skip "
-                        "the check" % params["gpu_free_max_mib"])
-    if problems:
-        module.fail_json(msg="; ".join(problems))
-    if params["lock_duration"] is None:
-        params["lock_duration"] = (params["warm_timeout"] + 2 * (params["rollout_timeout"] + params["verify_timeout"])
-                                   + 60)
-    holder = "%s@%s/%d" % (getpass.getuser(), socket.gethostname(), os.getpid())
+    found = _gpu_mode_run.problems(module.params)
+    if found:
+        module.fail_json(msg="; ".join(found))
+    params = _gpu_mode_run.with_lock_duration(module.params)
     try:
         kube = kube_factory(module)
         vllm, litellm = endpoints(module)
-        switch = GpuModeSwitch(kube, params, vllm, litellm, holder, vllm_pod=pod_endpoint(module))
-        if params["mode"] == STATUS:
-            module.exit_json(**switch.status())
-        try:
-            result = switch.run(module.check_mode)
-        finally:
-            for warning in switch.warnings:
-                module.warn(warning)
+        result = _gpu_mode_run.execute(kube, params, vllm, litellm, pod_endpoint(module), module.check_mode,
+                                       module.warn)
     except SwitchFailed as failure:
         module.fail_json(msg=str(failure), **failure.result)
     except KubeError as err:
         module.fail_json(msg=str(err))
     if not module._diff:
         result.pop("diff", None)
+    result["summary"] = _gpu_mode_run.summary(result, module.check_mode)
     module.exit_json(**result)
 
 

@@ -148,11 +148,8 @@ import datetime
 import json
 
 from ansible_collections.homelab.inference.plugins.module_utils import _catalog, _ollama
-from ansible_collections.homelab.inference.plugins.module_utils._service_http import (
-    ServiceEndpoint,
-    ServiceError,
-    describe_unavailable,
-)
+from ansible_collections.homelab.inference.plugins.module_utils._service_endpoint import describe_unavailable
+from ansible_collections.homelab.inference.plugins.module_utils._service_http import ServiceEndpoint, ServiceError
 from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule
 

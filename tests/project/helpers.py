@@ -5,8 +5,11 @@ collection artifact."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 
 import pytest
+import yaml
 from ansible.module_utils.testing import patch_module_args
 
 from lab import ROOT
@@ -27,6 +30,31 @@ def ansible_playbook(*args, env=None, check=False):
         return run_playbook(*args, env=env, check=check, timeout=600)
     except RuntimeError as err:
         raise AssertionError(str(err)) from None
+
+
+# The GPU worker's PATH for its gpu-mode command: the system Python, no Ansible, no kubernetes client.
+HOST_PATH = "/usr/bin:/bin"
+
+
+def install_gpu_mode_host(root, state_dir, env, *extra):
+    """The gpu_mode_host role into ``root`` (bin/, lib/, etc/) as on the GPU worker, talking to the lab of
+    ``state_dir``; the systemd unit is left to the gpu_worker scenario, which has systemd."""
+    with open(os.path.join(state_dir, "kubeconfig")) as handle:
+        server = yaml.safe_load(handle)["clusters"][0]["cluster"]["server"]
+    return ansible_playbook(
+        "tests/project/playbooks/gpu_mode_host.yml", "--skip-tags", "gpu_mode_host_systemd",
+        "-e", "gpu_mode_host_api_server=%s" % server, "-e", "gpu_mode_host_token=a-gpu-mode-sa-token",
+        "-e", "gpu_mode_host_command=%s" % os.path.join(str(root), "bin", "gpu-mode"),
+        "-e", "gpu_mode_host_lib_dir=%s" % os.path.join(str(root), "lib"),
+        "-e", "gpu_mode_host_config_dir=%s" % os.path.join(str(root), "etc"), *extra,
+        env=dict(env, ANSIBLE_STDOUT_CALLBACK="default"))
+
+
+def gpu_mode_host(root, *args):
+    """The installed gpu-mode command run as on the GPU worker: its system Python, isolated, an empty environment."""
+    return subprocess.run([os.path.join(str(root), "bin", "gpu-mode"), "--config",
+                           os.path.join(str(root), "etc", "gpu-mode.json")] + list(args),
+                          env={"PATH": HOST_PATH}, capture_output=True, text=True, timeout=600, check=False)
 
 
 def gpu_mode_result(env, mode, *extra):

@@ -16,6 +16,7 @@ import fnmatch
 import json
 import os
 import re
+import subprocess
 import urllib.parse
 
 import pytest
@@ -23,7 +24,7 @@ import yaml
 
 from ansible_collections.homelab.inference.plugins.module_utils import _gpu_mode_rights
 from ansible_collections.homelab.inference.plugins.modules import gpu_mode
-from helpers import ansible_playbook
+from helpers import HOST_PATH, ansible_playbook, gpu_mode_host, install_gpu_mode_host
 from lab_fixture import start_lab
 
 SUBJECT = {"kind": "ServiceAccount", "name": "gpu-mode", "namespace": "ml"}
@@ -114,6 +115,24 @@ def shipped(tmp_path_factory):
         return [o for o in yaml.safe_load_all(handle) if o]
 
 
+def host_command_runs(base, lab, env):
+    """The gpu_mode_host role installed into a directory, then its gpu-mode command run as on the GPU
+    worker through each path of a switch."""
+    root = base / "host"
+    runs = {"install": install_gpu_mode_host(root, lab.state_dir, env),
+            "reinstall": install_gpu_mode_host(root, lab.state_dir, env), "root": root}
+    runs["status"] = gpu_mode_host(root, "status")
+    runs["check"] = gpu_mode_host(root, "r1", "--check")
+    runs["r1"] = gpu_mode_host(root, "r1", "--json")
+    runs["ml"] = gpu_mode_host(root, "ml")
+    runs["bad"] = gpu_mode_host(root, "turbo")
+    lab.faults["fail_models"]["vllm-r1"] = "oom"
+    runs["failed"] = gpu_mode_host(root, "r1")
+    lab.faults["fail_models"].pop("vllm-r1")
+    runs["after"] = gpu_mode_host(root, "status")
+    return runs
+
+
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory):
     """Every request gpu_mode.yml made on a converged lab, through each path of a switch."""
@@ -160,6 +179,7 @@ def recorded(tmp_path_factory):
         lab.faults["gpu_leak"], lab.gpu_leaks = False, []
         outcomes["freed"] = gpu_mode("gaming")
         outcomes["back"] = gpu_mode("ml")
+        outcomes["host"] = host_command_runs(base, lab, env)
         log, lab.api.request_log = lab.api.request_log, None
         yield {"log": log, "outcomes": outcomes, "again": again, "applied": applied,
                "events": [e["reason"] for e in sorted(lab.store.list("events", "ml"),
@@ -202,8 +222,57 @@ def test_the_scenario_went_through_every_path_of_a_switch(recorded):
     assert outcomes["freed"]["verified"]["gpu_memory"]["used_mib"] == 1
     assert outcomes["back"]["mode"] == "ml" and outcomes["back"]["previous_mode"] == "gaming"
     # Each switch made or tried, in order, as an Event on the Deployment (not the no-op, check or status runs).
+    # Then the host command's: r1, ml, and r1 failed and rolled back.
     assert recorded["events"] == ["GpuModeSwitched"] * 3 + ["GpuModeRolledBack", "GpuModeSwitchFailed",
-                                                            "GpuModeSwitched"], recorded["events"]
+                                                            "GpuModeSwitched"] + ["GpuModeSwitched"] * 2 + [
+        "GpuModeRolledBack"], recorded["events"]
+
+
+def test_the_host_command_installs_once_and_keeps_its_credentials_to_root(recorded):
+    runs = recorded["outcomes"]["host"]
+    assert runs["install"].returncode == 0, runs["install"].stdout[-3000:]
+    again = runs["reinstall"]
+    assert again.returncode == 0 and re.search(r"localhost\s+:.* changed=0 ", again.stdout), again.stdout[-2000:]
+    etc = runs["root"] / "etc"
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in etc.iterdir()} == {
+        "gpu-mode.json": "0o644", "gpu-mode.token": "0o600", "gpu-mode.litellm-key": "0o600"}
+    config = (etc / "gpu-mode.json").read_text()
+    secrets = [(etc / "gpu-mode.token").read_text().strip(), (etc / "gpu-mode.litellm-key").read_text().strip()]
+    assert secrets[0] == "a-gpu-mode-sa-token" and secrets[1].startswith("sk-")
+    for secret in secrets:
+        assert secret not in config and secret not in runs["install"].stdout
+    # The host has no Ansible: the command runs on the system Python alone.
+    no_ansible = subprocess.run(["python3", "-I", "-c", "import ansible"], env={"PATH": HOST_PATH},
+                                capture_output=True, text=True, check=False)
+    assert no_ansible.returncode != 0 and "No module named 'ansible'" in no_ansible.stderr
+
+
+def test_the_host_command_switches_as_the_module_does(recorded):
+    outcomes = recorded["outcomes"]
+    runs = outcomes["host"]
+    # The module's summary line and the command's are one function's.
+    assert outcomes["status"]["summary"] == "GPU mode: ml (vllm-qwen), unchanged"
+    assert (runs["status"].returncode, runs["status"].stdout) == (0, "GPU mode: ml (vllm-qwen), unchanged\n")
+    assert outcomes["check"]["summary"] == "Would switch the GPU: r1 (vllm-r1), was ml"
+    assert runs["check"].stdout == "Would switch the GPU: r1 (vllm-r1), was ml\n", runs["check"]
+    summary, result = runs["r1"].stdout.splitlines()
+    assert runs["r1"].returncode == 0 and runs["r1"].stderr == "", runs["r1"]
+    assert re.fullmatch(r"GPU mode: r1 \(vllm-r1\), was ml, in [\d.]+ s; verified: vllm_models, litellm", summary)
+    assert re.fullmatch(r"GPU mode: ml \(vllm-qwen\), was gaming, in [\d.]+ s; verified: vllm_models, litellm",
+                        outcomes["back"]["summary"])
+    result = json.loads(result)
+    assert result["verified"]["litellm"]["answered_by"] == "vllm-r1" and result["drained"] >= 0
+    assert set(result["timings"]) >= {"lock", "drain", "patch", "rollout", "verify", "total"}
+    assert re.fullmatch(r"GPU mode: ml \(vllm-qwen\), was r1, in [\d.]+ s; verified: vllm_models, litellm\n",
+                        runs["ml"].stdout), runs["ml"]
+    # Bad input: one line naming the field and the fix, and nothing asked of the cluster.
+    assert (runs["bad"].returncode, runs["bad"].stdout) == (2, "")
+    assert runs["bad"].stderr == "gpu-mode: mode: 'turbo' is not a mode; use one of gaming, ml, r1, or status\n"
+    failed = runs["failed"]
+    assert failed.returncode == 1 and failed.stdout == "", failed
+    assert re.fullmatch(r"gpu-mode: switch to r1 failed: pod vllm-server-\S+ .*was OOMKilled \(exit code 137\); "
+                        r"rolled back to ml \(verified\)\n", failed.stderr), failed.stderr
+    assert runs["after"].stdout == "GPU mode: ml (vllm-qwen), unchanged\n"
 
 
 def test_every_request_is_allowed_by_the_shipped_rules(recorded, shipped):

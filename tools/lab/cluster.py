@@ -14,6 +14,7 @@ import json
 import os
 import threading
 import time
+import uuid
 
 import yaml
 
@@ -138,6 +139,21 @@ class Lab:
                            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
                                            "message": "kubelet is posting ready status"}],
                            "nodeInfo": {"kubeletVersion": "v1.31.4+k3s1", "containerRuntimeVersion": "lab"}}})
+        self.boot_nodes()
+
+    def boot_nodes(self):
+        """Each start of the lab is a boot of its nodes: a new boot ID, which the kubelet reports as
+        status.nodeInfo.bootID (read from /proc/sys/kernel/random/boot_id, k8s.io/kubernetes
+        pkg/kubelet/nodestatus/setters.go MachineInfo, v1.31) and which the node's own
+        /proc/sys/kernel/random/boot_id shows - here the file nodes/<name>/boot_id in the state directory."""
+        for node in self.store.list("nodes"):
+            boot_id = str(uuid.uuid4())
+            directory = os.path.join(self.state_dir, "nodes", node["metadata"]["name"])
+            os.makedirs(directory, exist_ok=True)
+            with open(os.path.join(directory, "boot_id"), "w") as handle:
+                handle.write(boot_id + "\n")
+            node["status"].setdefault("nodeInfo", {})["bootID"] = boot_id
+            self.store.put("nodes", node)
 
     def stop(self):
         self.stopping.set()

@@ -17,8 +17,12 @@ CUDA_HOST = "gpu-worker"
 DEBIAN_HOST = "gpu-worker-debian"
 ARTIFACTS = os.path.join(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", ""), "artifacts")
 IMAGES = "/var/lib/rancher/k3s/agent/images/k3s-airgap-images-amd64.tar.zst"
+GPU_MODE = "/usr/local/bin/gpu-mode"
+GPU_MODE_TOKEN = "/etc/homelab-inference/gpu-mode.token"
+GPU_MODE_CONFIG = "/etc/homelab-inference/gpu-mode.json"
 FILES = ["/usr/local/bin/k3s", IMAGES, "/etc/systemd/system/k3s-agent.service.env",
-         "/etc/modprobe.d/blacklist-nouveau.conf", "/etc/modprobe.d/nvidia-drm.conf", "/usr/bin/nvidia-container-runtime"]
+         "/etc/modprobe.d/blacklist-nouveau.conf", "/etc/modprobe.d/nvidia-drm.conf",
+         "/usr/bin/nvidia-container-runtime", GPU_MODE, GPU_MODE_TOKEN, GPU_MODE_CONFIG]
 _CACHE = {}
 
 
@@ -222,3 +226,37 @@ def test_unit_and_service(host):
     assert "ExecStart=/usr/local/bin/k3s agent" in unit
     assert "EnvironmentFile=/etc/systemd/system/k3s-agent.service.env" in unit
     assert states.split() == ["enabled", "active"]
+
+
+# -- the gpu-mode command and the boot mode ------------------------------------------------------
+
+
+def test_gpu_mode_runs_on_the_hosts_python_without_ansible_and_keeps_its_token_private(host):
+    facts = files(host)
+    assert (facts[GPU_MODE_TOKEN]["mode"], facts[GPU_MODE_TOKEN]["user"]) == (0o600, "root")
+    assert facts[GPU_MODE]["mode"] == 0o755 and facts[GPU_MODE_CONFIG]["mode"] == 0o644
+    assert host.file(GPU_MODE_TOKEN).content_string == "gpu-mode-test-token-for-the-scenario\n"
+    assert "gpu-mode-test-token" not in host.file(GPU_MODE_CONFIG).content_string
+    assert host.run("python3 -I -c 'import ansible'").rc != 0, "Ansible must not be what makes it work"
+    # The agent never joined (there is no server here), so the cluster's CA is not there yet: one line, exit 2.
+    assert not host.file("/var/lib/rancher/k3s/agent/server-ca.crt").exists
+    status = host.run("gpu-mode status")
+    assert (status.rc, status.stdout) == (2, "")
+    assert status.stderr == ("gpu-mode: /etc/homelab-inference/gpu-mode.json: ca_file names "
+                             "/var/lib/rancher/k3s/agent/server-ca.crt, which is not a readable CA certificate (No "
+                             "such file or directory); on a k3s agent it is /var/lib/rancher/k3s/agent/server-ca.crt "
+                             "once the agent joined\n")
+
+
+def test_the_boot_mode_is_a_oneshot_after_the_agent_that_runs_gpu_mode_boot(host):
+    out = host.check_output("cat /etc/systemd/system/gpu-mode-boot.service; echo ====; "
+                            "systemctl is-enabled gpu-mode-boot; systemctl start gpu-mode-boot || true; "
+                            "systemctl show gpu-mode-boot --property=Result --value; "
+                            "journalctl -u gpu-mode-boot --no-pager -o cat | grep '^gpu-mode: ' || true")
+    unit, states = out.split("====")
+    assert "ExecStart=/usr/local/bin/gpu-mode boot" in unit and "Type=oneshot" in unit
+    assert "After=network-online.target k3s-agent.service" in unit
+    enabled, result, logged = states.strip().splitlines()[:3]
+    # Started here, it fails as the command does without the cluster's CA: the unit runs the command.
+    assert (enabled, result) == ("enabled", "exit-code")
+    assert logged.startswith("gpu-mode: /etc/homelab-inference/gpu-mode.json: ca_file names ")

@@ -8,8 +8,8 @@ from kubernetes.dynamic.exceptions import api_exception
 
 from ansible_collections.homelab.inference.plugins.module_utils import _gpu_mode_rights
 from ansible_collections.homelab.inference.plugins.module_utils._kube_access import KubeAccess, KubeError
-from ansible_collections.homelab.inference.plugins.module_utils._service_http import (ServiceEndpoint,
-                                                                                      ServiceForbidden)
+from ansible_collections.homelab.inference.plugins.module_utils._api_errors import ServiceForbidden
+from ansible_collections.homelab.inference.plugins.module_utils._service_http import ServiceEndpoint
 
 USER = "system:serviceaccount:ml:gpu-mode"
 ROLE_POINTER = "(all the rights gpu_mode needs: role homelab.inference.gpu_mode_access, docs/gpu_mode.md)"

@@ -12,7 +12,7 @@ import re
 import pytest
 
 from ansible.module_utils.testing import patch_module_args
-from ansible_collections.homelab.inference.plugins.module_utils import _gpu_mode
+from ansible_collections.homelab.inference.plugins.module_utils import _gpu_mode, _gpu_mode_run
 from ansible_collections.homelab.inference.plugins.module_utils._gpu_switch import GpuModeSwitch
 from ansible_collections.homelab.inference.plugins.module_utils._kube_access import KubeError
 from ansible_collections.homelab.inference.plugins.modules import gpu_mode
@@ -35,7 +35,8 @@ def rig(monkeypatch):
     found = {"events": events, "clock": clock, "kube": kube, "litellm": litellm, "factory_calls": 0}
     monkeypatch.setattr(gpu_mode, "endpoints", lambda module: (StubVllm(kube), litellm))
     monkeypatch.setattr(gpu_mode, "pod_endpoint", lambda module: lambda pod: StubVllm(kube))
-    monkeypatch.setattr(gpu_mode, "GpuModeSwitch", functools.partial(GpuModeSwitch, clock=clock, sleep=clock.sleep))
+    monkeypatch.setattr(_gpu_mode_run, "GpuModeSwitch",
+                        functools.partial(GpuModeSwitch, clock=clock, sleep=clock.sleep))
     return found
 
 
