@@ -89,6 +89,8 @@ notes:
   - Pulls stream Ollama's progress so that the connection stays busy through proxies during long downloads.
   - Ollama v0.13.5 abandons a load whose request goes away (C(server/sched.go), C(WaitUntilRunning(req.ctx))), so
     O(load_timeout) must cover a whole cold load.
+  - A 503 from the API server's proxy (no ready pod behind the Service yet, as just after a rollout) is asked again
+    for up to 30 seconds before the module fails; check mode does not wait.
 """
 
 EXAMPLES = r"""
@@ -146,12 +148,20 @@ removed:
 import copy
 import datetime
 import json
+import time
 
 from ansible_collections.homelab.inference.plugins.module_utils import _catalog, _ollama
 from ansible_collections.homelab.inference.plugins.module_utils._service_endpoint import describe_unavailable
 from ansible_collections.homelab.inference.plugins.module_utils._service_http import ServiceEndpoint, ServiceError
 from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule
+
+
+# Just after the Deployment turned available the API server's proxy may still answer 503 "no endpoints
+# available" (the EndpointSlice follows the pod's Ready condition a moment later, and a readiness probe
+# missed on a busy node takes the pod out again until the next one passes): asked again for a while.
+NO_POD_GRACE = 30.0
+NO_POD_RETRY = 1.0
 
 
 def argument_spec():
@@ -181,6 +191,10 @@ def run(module, endpoint, now=None):
             module.fail_json(msg="keep_alive: %s" % problem)
     pull_state = "absent" if state == "absent" else "present"
     status, body = endpoint.request_json("GET", "/api/tags", timeout=30)
+    deadline = time.monotonic() + NO_POD_GRACE
+    while status == 503 and not module.check_mode and time.monotonic() < deadline:
+        time.sleep(NO_POD_RETRY)
+        status, body = endpoint.request_json("GET", "/api/tags", timeout=30)
     if status != 200:
         message = describe_unavailable(endpoint, status, str(body))
         if module.check_mode and status in (404, 503):
@@ -193,7 +207,8 @@ def run(module, endpoint, now=None):
             if loading:
                 result["running"] = []
             return result
-        module.fail_json(msg="cannot list Ollama's models: %s" % message)
+        module.fail_json(msg="cannot list Ollama's models: %s%s"
+                             % (message, " for %ss" % NO_POD_GRACE if status == 503 else ""))
     before = _ollama.installed(body)
     todo = _ollama.plan(params["name"], before, pull_state)
     pulled, removed = (todo, []) if pull_state == "present" else ([], todo)

@@ -33,8 +33,9 @@ class StubOllama:
 
     def request_json(self, method, path, body=None, timeout=30):
         self.calls.append((method, path))
-        if self.tags_status != 200:
-            return self.tags_status, "no endpoints available for service \"ollama\""
+        status = self.tags_status.pop(0) if isinstance(self.tags_status, list) else self.tags_status
+        if status != 200:
+            return status, "no endpoints available for service \"ollama\""
         return 200, {"models": [{"name": n, "model": n} for n in sorted(self.installed)]}
 
     def request(self, method, path, body=None, timeout=30):
@@ -129,8 +130,19 @@ def test_check_mode_before_ollama_runs_reports_everything_with_a_warning(monkeyp
 
 
 def test_ollama_not_running_outside_check_mode_fails_in_one_line(monkeypatch, capsys):
-    failed, result = run(monkeypatch, capsys, StubOllama(tags_status=503), name=["qwen2.5:3b"])
+    monkeypatch.setattr(ollama_model, "NO_POD_GRACE", 0.3)
+    monkeypatch.setattr(ollama_model, "NO_POD_RETRY", 0.05)
+    stub = StubOllama(tags_status=503)
+    failed, result = run(monkeypatch, capsys, stub, name=["qwen2.5:3b"])
     assert failed and result["msg"].startswith("cannot list Ollama's models: ") and "\n" not in result["msg"]
+    assert result["msg"].endswith(" for 0.3s") and len(stub.calls) > 2
+
+
+def test_a_pod_the_proxy_does_not_route_to_yet_is_asked_again(monkeypatch, capsys):
+    monkeypatch.setattr(ollama_model, "NO_POD_RETRY", 0.01)
+    stub = StubOllama(installed=["qwen2.5:3b"], tags_status=[503, 503, 200])
+    failed, result = run(monkeypatch, capsys, stub, name=["qwen2.5:3b"])
+    assert not failed and result["changed"] is False and stub.calls == [("GET", "/api/tags")] * 3
 
 
 def test_keep_alive_without_state_loaded_fails_before_any_request(monkeypatch, capsys):
