@@ -10,7 +10,6 @@ boundary with an in-memory fake of these methods."""
 from __future__ import annotations
 
 from ansible_collections.homelab.inference.plugins.module_utils import _gpu_mode_rights
-from ansible_collections.homelab.inference.plugins.module_utils._api_errors import KubeError
 
 SMP = "application/strategic-merge-patch+json"
 
@@ -20,7 +19,8 @@ class KubeCalls:
 
     def _send(self, doing, right, action, resource, namespace=None, name=None, body=None, query=None):
         """One call: ``action`` is get, list, create, patch (strategic merge), replace, delete or log; returns
-        the object (a dict), None for a 404, or the log's text; raises KubeError (Conflict for a 409)."""
+        the object (a dict), None for a 404, or the log's text; raises _api_errors.KubeError (Conflict for a
+        409)."""
         raise NotImplementedError
 
     def explain_status(self, doing, status, right=None, detail=""):
@@ -125,6 +125,3 @@ class KubeCalls:
         return self._send("deleting Lease %s/%s" % (namespace, name),
                           _gpu_mode_rights.right("delete_lease", namespace, name), "delete", "leases", namespace,
                           name)
-
-
-__all__ = ["KubeCalls", "KubeError", "SMP"]
