@@ -404,14 +404,25 @@ def parse_gpu_memory(logs):
 # -- the switch's Event ---------------------------------------------------------------
 
 EVENT_SOURCE = "homelab.inference.gpu_mode"
+# The switch as data on its Event, for machines (the gpu_mode exporter's metrics); the message is for people.
+SWITCH_ANNOTATION = "homelab.inference/switch"
+RESULTS = {"GpuModeSwitched": "switched", "GpuModeRolledBack": "rolled_back", "GpuModeSwitchFailed": "failed"}
 
 
-def switch_event(involved, reason, message, ok, now):
+def switch_record(previous, target, holder, timings, drained, reason):
+    """What an Event's SWITCH_ANNOTATION holds: from, to, by, result, each phase's seconds (and the
+    total), and the most requests a drain saw running (null when nothing was drained)."""
+    return {"from": previous or "unknown", "to": target, "by": holder, "result": RESULTS[reason],
+            "seconds": dict(timings), "drained": drained}
+
+
+def switch_event(involved, reason, message, ok, now, record=None):
     """A core/v1 Event on the vLLM Deployment, as a controller records one (kubectl describe lists it)."""
     stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return {"apiVersion": "v1", "kind": "Event",
-            "metadata": {"name": "%s.%x" % (involved["name"], int(now.timestamp() * 1e9)),
-                         "namespace": involved["namespace"]},
+    metadata = {"name": "%s.%x" % (involved["name"], int(now.timestamp() * 1e9)), "namespace": involved["namespace"]}
+    if record is not None:
+        metadata["annotations"] = {SWITCH_ANNOTATION: json.dumps(record, sort_keys=True, separators=(",", ":"))}
+    return {"apiVersion": "v1", "kind": "Event", "metadata": metadata,
             "involvedObject": dict((k, v) for k, v in involved.items() if v),
             "reason": reason, "message": message[:1024], "type": "Normal" if ok else "Warning",
             "source": {"component": EVENT_SOURCE}, "count": 1, "firstTimestamp": stamp, "lastTimestamp": stamp}

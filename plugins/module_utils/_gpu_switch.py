@@ -174,14 +174,16 @@ class GpuModeSwitch:
 
     def record(self, result, previous, target, failure):
         """The switch as an Event on the vLLM Deployment (kubectl describe shows it): who, from, to, each
-        phase's seconds, the outcome. Best effort: the switch stands whether or not it is recorded."""
+        phase's seconds, the outcome; the same as data in its annotation, which the exporter counts. Best
+        effort: the switch stands whether or not it is recorded."""
         phases = ", ".join("%s %ss" % item for item in self.timings.items() if item[0] != "total")
         outcome = "verified" if failure is None else str(failure)
         message = "%s -> %s by %s in %ss (%s): %s" % (previous or "unknown", target, self.holder,
                                                       self.timings.get("total"), phases, outcome)
         reason = "GpuModeSwitched" if failure is None else \
             "GpuModeRolledBack" if result.get("rolled_back") else "GpuModeSwitchFailed"
-        event = _gpu_mode.switch_event(self.involved, reason, message, failure is None, self.now())
+        record = _gpu_mode.switch_record(previous, target, self.holder, self.timings, self.drained, reason)
+        event = _gpu_mode.switch_event(self.involved, reason, message, failure is None, self.now(), record)
         try:
             self.kube.create_event(self.namespace, event)
         except KubeError as err:

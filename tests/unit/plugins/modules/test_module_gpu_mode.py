@@ -127,6 +127,10 @@ def test_each_switch_is_recorded_as_an_event_on_the_deployment(rig, capsys):
         "GpuModeSwitched", "Normal", {"component": "homelab.inference.gpu_mode"})
     assert re.fullmatch(r"ml -> r1 by \S+@\S+/\d+ in [\d.]+s \(lock [\d.]+s, warm [\d.]+s, drain [\d.]+s, patch [\d.]+s, rollout "
                         r"[\d.]+s, verify [\d.]+s\): verified", event["message"]), event["message"]
+    record = json.loads(event["metadata"]["annotations"]["homelab.inference/switch"])
+    assert (record["from"], record["to"], record["result"], record["drained"]) == ("ml", "r1", "switched", 0)
+    assert record["by"] in event["message"] and sorted(record["seconds"]) == [
+        "drain", "lock", "patch", "rollout", "total", "verify", "warm"]
 
 
 def test_a_failed_switch_is_recorded_as_a_warning_event(rig, capsys):
@@ -135,6 +139,8 @@ def test_a_failed_switch_is_recorded_as_a_warning_event(rig, capsys):
     [event] = rig["kube"].recorded
     assert failed and (event["reason"], event["type"]) == ("GpuModeSwitchFailed", "Warning")
     assert event["message"].endswith(result["msg"]), event["message"]
+    record = json.loads(event["metadata"]["annotations"]["homelab.inference/switch"])
+    assert (record["from"], record["to"], record["result"]) == ("ml", "gaming", "failed")
 
 
 def test_an_event_that_cannot_be_written_is_a_warning_not_a_failure(rig, capsys, monkeypatch):
