@@ -27,10 +27,11 @@ CANARIES = {
 PROVIDER_CANARIES = {"openai": "sk-CANARY-openai-1", "groq": "gsk_CANARY-groq-2", "gemini": "CANARY-gemini-3",
                      "mistral": "CANARY-mistral-4"}
 # Every optional object switched on, so that all of them are validated.
-OPTIONAL = {"litellm_ingress_host": "litellm.home.example.com", "litellm_service_monitor": True,
-            "litellm_prometheus_rules": True, "litellm_redis_host": "redis.ml.svc.cluster.local",
-            "gpu_mode_access_enabled": True}
-APPS = {"namespaces", "nvidia-device-plugin", "vllm", "ollama", "litellm", "paperless-ai", "gpu-mode-access"}
+OPTIONAL = {"litellm_ingress_host": "litellm.home.example.com", "inference_monitoring": True,
+            "inference_monitoring_labels": {"release": "kube-prometheus-stack"},
+            "litellm_redis_host": "redis.ml.svc.cluster.local", "gpu_mode_access_enabled": True}
+APPS = {"namespaces", "nvidia-device-plugin", "vllm", "ollama", "litellm", "paperless-ai", "gpu-mode-access",
+        "gpu-monitoring"}
 # Kinds without a schema in the Kubernetes API: checked for their envelope only.
 CRD_KINDS = {"IngressRoute", "Certificate", "ServiceMonitor", "PrometheusRule"}
 
@@ -173,6 +174,8 @@ def test_litellm_image_matches_the_tested_proxy_version():
 
 def test_litellm_monitoring_objects(rendered):
     monitor = find(rendered, "ServiceMonitor", "litellm")
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert find(rendered, "PrometheusRule", "litellm")["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     assert monitor["spec"]["endpoints"][0]["path"] == "/metrics/"
     rules = find(rendered, "PrometheusRule", "litellm")["spec"]["groups"][0]["rules"]
     alerts = [r["alert"] for r in rules]
@@ -321,3 +324,64 @@ def test_gpu_mode_access_grants_the_rights_of_the_modules_calls(rendered):
 def test_gpu_mode_access_is_off_by_default(tmp_path):
     ansible_playbook("site.yml", "--tags", "render", "-e", "render_dir=%s" % tmp_path, check=True)
     assert "gpu-mode-access.yaml" not in os.listdir(str(tmp_path))
+
+
+def exported_names():
+    """Every series name the GPU mode exporter serves, read back from its own text."""
+    from prometheus_client.parser import text_string_to_metric_families
+    from ansible_collections.homelab.inference.plugins.module_utils import _gpu_mode, _gpu_mode_metrics
+    import datetime
+    metrics = _gpu_mode_metrics.SwitchMetrics()
+    metrics.observe([])
+    record = _gpu_mode.switch_record("ml", "r1", "x", {"total": 1.0}, 0, "GpuModeSwitched")
+    metrics.observe([_gpu_mode.switch_event({"kind": "Deployment", "name": "v", "namespace": "ml"}, "GpuModeSwitched",
+                                            "m", True, datetime.datetime.now(datetime.timezone.utc), record)])
+    text = _gpu_mode_metrics.render(metrics, ["ml"], "ml")
+    return {s.name for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_gpu_monitoring_objects(rendered):
+    objects = documents(rendered["dir"])["gpu-monitoring"]
+    kinds = [o["kind"] for o in objects]
+    assert kinds[:7] == ["ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Deployment", "Service",
+                         "ServiceMonitor"] and "PrometheusRule" in kinds
+    assert find(rendered, "Role", "gpu-mode-exporter")["rules"] == [
+        {"apiGroups": ["apps"], "resources": ["deployments"], "resourceNames": ["vllm-server"], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]}]
+    for kind in ("ServiceMonitor", "PrometheusRule"):
+        assert find(rendered, kind, "gpu-mode-exporter")["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    with open(os.path.join(ROOT, "roles", "gpu_monitoring", "vars", "main.yml")) as handle:
+        code = yaml.safe_load(handle)["_gpu_monitoring_code"]
+    data = find(rendered, "ConfigMap", "gpu-mode-exporter")["data"]
+    assert set(data) == set(code) | {"gpu_mode_exporter.py", "config.json"}
+    for name in code:  # the module's own code, unchanged
+        with open(os.path.join(ROOT, "plugins", "module_utils", name)) as handle:
+            assert data[name] == handle.read().rstrip("\n"), name
+    config = json.loads(data["config.json"])
+    assert (config["namespace"], config["deployment"], config["container"]) == ("ml", "vllm-server", "vllm")
+    assert set(config["modes"]) == {"ml", "r1", "gaming"}
+    pod = find(rendered, "Deployment", "gpu-mode-exporter")["spec"]["template"]["spec"]
+    items = pod["volumes"][0]["configMap"]["items"]
+    assert {i["key"] for i in items} == set(data)
+    assert {"key": "_kube_rest.py", "path": "ansible_collections/homelab/inference/plugins/module_utils/_kube_rest.py"} \
+        in items
+    container = pod["containers"][0]
+    assert container["image"].startswith("docker.io/library/python:")
+    assert container["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                            "capabilities": {"drop": ["ALL"]}}
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["serviceAccountName"] == "gpu-mode-exporter"
+
+
+def test_gpu_monitoring_dashboard_and_alerts_ask_only_for_served_metrics(rendered):
+    """A renamed metric would leave a panel or an alert silently empty."""
+    import re
+    served = exported_names()
+    dashboard = json.loads(find(rendered, "ConfigMap", "gpu-mode-exporter-dashboard")["data"]["gpu-modes.json"])
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    rules = find(rendered, "PrometheusRule", "gpu-mode-exporter")["spec"]["groups"][0]["rules"]
+    exprs += [r["expr"] for r in rules]
+    asked = {name for expr in exprs for name in re.findall(r"\b(inference_gpu_\w+)", expr)}
+    assert asked and asked <= served, asked - served
+    assert {"inference_gpu_mode", "inference_gpu_mode_switches_total", "inference_gpu_mode_drained_requests_total",
+            "inference_gpu_mode_switch_phase_seconds_bucket"} <= asked
+    assert find(rendered, "ConfigMap", "gpu-mode-exporter-dashboard")["metadata"]["labels"]["grafana_dashboard"] == "1"
