@@ -55,9 +55,15 @@ def test_render_from_the_homelab_inventory_touches_no_host(tmp_path):
                               "-e", json.dumps(VAULT), check=True)
     recap = re.search(r"k3s-gpu-worker\s+:.*unreachable=(\d+)\s+failed=(\d+)", result.stdout)
     assert recap and recap.groups() == ("0", "0"), result.stdout[-2000:]
-    # The example turns on the least-privilege switching account its GPU worker's gpu-mode command uses.
+    # The example turns on the least-privilege switching account its GPU worker's gpu-mode command uses,
+    # and monitoring for kube-prometheus-stack.
     assert sorted(os.listdir(tmp_path)) == sorted("%s.yaml" % app for app in (
-        "namespaces", "nvidia-device-plugin", "vllm", "ollama", "litellm", "paperless-ai", "gpu-mode-access"))
+        "namespaces", "nvidia-device-plugin", "vllm", "ollama", "litellm", "paperless-ai", "gpu-mode-access",
+        "gpu-monitoring"))
+    with open(tmp_path / "gpu-monitoring.yaml") as handle:
+        monitoring = [d for d in yaml.safe_load_all(handle) if d]
+    selected = [d["kind"] for d in monitoring if d["metadata"].get("labels", {}).get("release") == "kube-prometheus-stack"]
+    assert "PrometheusRule" in selected and selected.count("ServiceMonitor") == 2, selected  # the mode exporter's, DCGM's
     with open(tmp_path / "ollama.yaml") as handle:
         deployment = next(d for d in yaml.safe_load_all(handle) if d and d["kind"] == "Deployment")
     assert deployment["spec"]["template"]["spec"]["nodeSelector"] == {"kubernetes.io/hostname": "k3s-worker-02"}

@@ -29,7 +29,8 @@ PROVIDER_CANARIES = {"openai": "sk-CANARY-openai-1", "groq": "gsk_CANARY-groq-2"
 # Every optional object switched on, so that all of them are validated.
 OPTIONAL = {"litellm_ingress_host": "litellm.home.example.com", "inference_monitoring": True,
             "inference_monitoring_labels": {"release": "kube-prometheus-stack"},
-            "litellm_redis_host": "redis.ml.svc.cluster.local", "gpu_mode_access_enabled": True}
+            "litellm_redis_host": "redis.ml.svc.cluster.local", "gpu_mode_access_enabled": True,
+            "gpu_monitoring_dcgm_exporter": True}
 APPS = {"namespaces", "nvidia-device-plugin", "vllm", "ollama", "litellm", "paperless-ai", "gpu-mode-access",
         "gpu-monitoring"}
 # Kinds without a schema in the Kubernetes API: checked for their envelope only.
@@ -385,3 +386,22 @@ def test_gpu_monitoring_dashboard_and_alerts_ask_only_for_served_metrics(rendere
     assert {"inference_gpu_mode", "inference_gpu_mode_switches_total", "inference_gpu_mode_drained_requests_total",
             "inference_gpu_mode_switch_phase_seconds_bucket"} <= asked
     assert find(rendered, "ConfigMap", "gpu-mode-exporter-dashboard")["metadata"]["labels"]["grafana_dashboard"] == "1"
+
+
+def test_gpu_monitoring_dcgm_exporter_runs_on_the_gpu_node_beside_vllm(rendered):
+    daemonset = find(rendered, "DaemonSet", "dcgm-exporter")
+    pod = daemonset["spec"]["template"]["spec"]
+    vllm = find(rendered, "Deployment", "vllm-server")["spec"]["template"]["spec"]
+    assert daemonset["metadata"]["namespace"] == "kube-system"
+    assert (pod["runtimeClassName"], pod["nodeSelector"], pod["tolerations"]) == (
+        vllm["runtimeClassName"], vllm["nodeSelector"], vllm["tolerations"])
+    container = pod["containers"][0]
+    assert "resources" not in container or "nvidia.com/gpu" not in str(container["resources"]), \
+        "it must not take the GPU from vLLM"
+    assert container["image"].startswith("nvcr.io/nvidia/k8s/dcgm-exporter:")
+    assert pod["automountServiceAccountToken"] is False
+    monitor = find(rendered, "ServiceMonitor", "dcgm-exporter")
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    service = find(rendered, "Service", "dcgm-exporter")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert service["spec"]["selector"].items() <= daemonset["spec"]["template"]["metadata"]["labels"].items()
