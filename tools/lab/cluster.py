@@ -1,6 +1,7 @@
-"""The local lab as one process: the API emulator, the control-plane loop,
-the kubelet's pod workers, the loopback network, and an admin endpoint for
-fault knobs (``/lab/...`` on the API port).
+"""The local lab as one process: the API emulator (plain HTTP on 127.0.0.1 for
+the admin kubeconfig, TLS where pods find it), the control-plane loop, the
+kubelet's pod workers, the loopback network, and an admin endpoint for fault
+knobs (``/lab/...`` on the plain API port).
 
 Nodes, as in the reference system: ``lab-server`` (control plane),
 ``lab-cpu`` (CPU worker, Ollama's), ``lab-gpu`` (labels ``nvidia.com/gpu=true``,
@@ -21,10 +22,13 @@ import yaml
 from . import address_slot, timing_profiles
 from .api.server import ApiHttpServer, ApiServer
 from .api.store import Store, now_rfc3339
+from .api.tls import ApiHttpsServer
 from .controllers import Controllers
 from .external import External
 from .kubelet import PodWorker, remove_pod_dir
 from .network import Network
+from .pki import Pki
+from .service_accounts import Tokens
 from .workloads import vllm_real
 
 NODES = [
@@ -38,6 +42,8 @@ SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 GPU_PROCESS = "VLLM::EngineCore"
 GPU = {"name": "NVIDIA GeForce RTX 3060", "driver_version": "580.95.05", "memory_total_mib": 12288,
        "memory_used_mib": 1, "uuid": "GPU-0b5c3a52-7f0e-4c1e-9a51-3060a1ab0001"}
+# The names cluster DNS gives the API server's Service (default/kubernetes).
+API_NAMES = ("kubernetes.default.svc.cluster.local", "kubernetes.default.svc", "kubernetes.default")
 
 
 class Pids:
@@ -87,11 +93,23 @@ class Lab:
         self.gpu = dict(GPU)
         self.store = Store(os.path.join(self.state_dir, "api") if persist else None)
         self.slot, self.slot_claim = address_slot.claim(self.state_dir, port % address_slot.SLOTS)
+        # Where pods find the API (the kubernetes Service's address, KUBERNETES_SERVICE_HOST/PORT): over
+        # TLS, on the first address of the lab's Service range (k3s: 10.43.0.1), on the API's port number.
+        self.api_service = ("127.%d.0.1" % (150 + self.slot), port)
+        self.tokens = Tokens(self.state_dir)
         try:
             self.network = Network(self.store, self.state_dir, slot=self.slot)
             self.api = ApiServer(self.store, services=self.network)
             self.api.logs = self.container_log
+            self.ca_file, cert_file, key_file = Pki(self.state_dir).ensure(["127.0.0.1", self.api_service[0]])
+            with open(self.ca_file) as handle:
+                self.ca_pem = handle.read()
             self.http = ApiHttpServer(("127.0.0.1", port), self.api, self.admin)
+            try:
+                self.https = ApiHttpsServer(self.api_service, self.api, cert_file, key_file)
+            except BaseException:
+                self.http.server_close()
+                raise
         except BaseException:
             self.slot_claim.close()
             raise
@@ -113,8 +131,9 @@ class Lab:
         self.bootstrap()
         # Services the home lab already has, outside the collection (Paperless-ngx).
         self.external = External(self).start()
-        self.network.external_names = self.external.names
+        self.network.external_names = dict(self.external.names, **{n: self.api_service[0] for n in API_NAMES})
         threading.Thread(target=self.http.serve_forever, name="api", daemon=True).start()
+        threading.Thread(target=self.https.serve_forever, name="api-tls", daemon=True).start()
         threading.Thread(target=self.loop, name="controllers", daemon=True).start()
         self.write_kubeconfig()
         return self
@@ -165,8 +184,9 @@ class Lab:
         self.network.close()
         if getattr(self, "external", None):
             self.external.stop()
-        self.http.shutdown()
-        self.http.server_close()
+        for server in (self.http, self.https):
+            server.shutdown()
+            server.server_close()
         self.store.save()
         self.slot_claim.close()
 
@@ -375,7 +395,8 @@ class Lab:
                      "clusterIP": (s.get("spec") or {}).get("clusterIP"),
                      "ports": [p.get("port") for p in (s.get("spec") or {}).get("ports") or []]}
                     for s in self.store.list("services")]
-        return {"api": "http://127.0.0.1:%d" % self.port, "kubeconfig": os.path.join(self.state_dir, "kubeconfig"),
+        return {"api": "http://127.0.0.1:%d" % self.port, "api_in_cluster": "https://%s:%d" % self.api_service,
+                "ca": self.ca_file, "kubeconfig": os.path.join(self.state_dir, "kubeconfig"),
                 "pods": pods, "services": services, "requests": self.api.requests,
                 "timing": {"profile": self.profile, "time_scale": self.time_scale, "load_scale": self.load_scale},
                 "vllm": "real" if self.vllm_real else "fake"}

@@ -10,9 +10,12 @@ import copy
 import uuid
 from collections import Counter
 
+from . import events, service_accounts
+from .api.admission import admit_pod
+from .api.errors import ApiError
 from .api.store import now_rfc3339
 from .network import pod_ready
-from .rollouts import Rollouts, deleting, owned_by, template_hash
+from .rollouts import REPLICA_FAILURE, Rollouts, deleting, owned_by, template_hash
 
 GPU = "nvidia.com/gpu"
 
@@ -112,10 +115,12 @@ class Controllers:
     def __init__(self, lab):
         self.lab = lab
         self.store = lab.store
-        self.rollouts = Rollouts(self.store, self.new_pod, self.delete_pod, self.write_status)
+        self.rollouts = Rollouts(self.store, self.new_pod, self.delete_pod, self.write_status,
+                                 lambda owner, err: self.failed_create(owner, err, "replicaset-controller"))
 
     def reconcile(self):
         self.namespaces()
+        service_accounts.reconcile(self.store, self.lab.ca_pem)
         self.garbage_collect()
         for deployment in self.store.list("deployments"):
             self.deployment(deployment)
@@ -127,11 +132,13 @@ class Controllers:
         self.schedule()
 
     def new_pod(self, owner, kind, template, node=None, name=None):
+        """Create a controller's pod through the API's admission (ApiError when it refuses); the
+        controllers name pods by generateName, ``<owner>-``, which a refusal quotes."""
         metadata = copy.deepcopy(template.get("metadata") or {})
+        metadata.pop("name", None)
         labels = metadata.setdefault("labels", {})
         labels.setdefault("pod-template-hash", template_hash(template))
-        metadata.update(name=name or "%s-%s" % (owner["metadata"]["name"], uuid.uuid4().hex[:10]),
-                        namespace=owner["metadata"]["namespace"],
+        metadata.update(generateName="%s-" % owner["metadata"]["name"], namespace=owner["metadata"]["namespace"],
                         ownerReferences=[{"apiVersion": owner.get("apiVersion", "apps/v1"), "kind": kind,
                                           "name": owner["metadata"]["name"], "uid": owner["metadata"]["uid"],
                                           "controller": True, "blockOwnerDeletion": True}])
@@ -141,7 +148,16 @@ class Controllers:
             spec["nodeName"] = node
         pod = {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec,
                "status": {"phase": "Pending", "conditions": []}}
+        service_accounts.reconcile_namespace(self.store, self.store.get("namespaces", "", metadata["namespace"]),
+                                             self.lab.ca_pem)
+        admit_pod(self.store, pod, wait=False)
+        metadata["name"] = name or "%s-%s" % (owner["metadata"]["name"], uuid.uuid4().hex[:10])
         self.store.create("pods", pod)
+
+    def failed_create(self, owner, err, component):
+        """A refused pod create, as the controllers report it (controller_utils.go, CreatePodsWithGenerateName):
+        a FailedCreate Warning event on the owner."""
+        events.record(self.store, owner, "FailedCreate", "Error creating: %s" % err.message, component)
 
     def delete_pod(self, pod):
         if not deleting(pod):
@@ -174,6 +190,12 @@ class Controllers:
             {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable" if available else
              "ReplicaSetUpdated", "message": 'ReplicaSet "%s" %s.' % (
                  rollout["new_name"], "has successfully progressed" if available else "is progressing")}]
+        # A ReplicaSet's ReplicaFailure moves onto the Deployment (pkg/controller/deployment/progress.go,
+        # getReplicaFailures), and goes when none is left.
+        failures = [c for rs in self.rollouts.owned("replicasets", deployment)
+                    for c in (rs.get("status") or {}).get("conditions") or [] if c.get("type") == REPLICA_FAILURE]
+        if failures:
+            status["conditions"].append({k: failures[0][k] for k in ("type", "status", "reason", "message")})
         self.write_status("deployments", deployment, self._stable(deployment, status))
 
     @staticmethod
@@ -204,7 +226,10 @@ class Controllers:
                 self.delete_pod(pod)
         for node in node_names:
             if not any(p["spec"].get("nodeName") == node for p in pods):
-                self.new_pod(daemonset, "DaemonSet", template, node=node)
+                try:
+                    self.new_pod(daemonset, "DaemonSet", template, node=node)
+                except ApiError as err:
+                    self.failed_create(daemonset, err, "daemonset-controller")
         active = [p for p in pods if not deleting(p)]
         ready = [p for p in active if pod_ready(p)]
         status = {"observedGeneration": daemonset["metadata"].get("generation", 1),

@@ -1,28 +1,33 @@
 """The lab's kubelet and container runtime: pods become processes.
 
-A PodWorker thread per scheduled pod prepares its volumes (ConfigMaps,
-Secrets, PVCs and hostPaths materialised under the lab's state directory),
-runs init containers to completion, starts the containers, probes them
-(startup, readiness, liveness: httpGet, tcpSocket, exec), restarts them with
-back-off (CrashLoopBackOff, OOMKilled), writes the pod's status, and on
-deletion stops everything and removes the pod.
+A PodWorker thread per scheduled pod mounts its volumes (tools/lab/volumes.py:
+ConfigMaps, Secrets, projected ServiceAccount tokens, PVCs and hostPaths under
+the lab's state directory; a failed mount is retried with back-off and
+recorded as FailedMount), runs init containers to completion, starts the
+containers, probes them (startup, readiness, liveness: httpGet, tcpSocket,
+exec), restarts them with back-off (CrashLoopBackOff, OOMKilled), writes the
+pod's status, and on deletion stops everything and removes the pod.
 
-Images map to programs (``programs``): the REAL LiteLLM proxy for LiteLLM's
-image, FAKE servers for vLLM, Ollama and Paperless-AI, an idle process for the
-device plugin. The FAKE model servers get the lab's timing profile and scales
-(``LAB_PROFILE``, ``LAB_TIME_SCALE``, ``LAB_LOAD_SCALE``; tools/lab/timing_profiles.py).
-An image the lab has no program for fails loudly (ErrImagePull).
-Container paths in args and mounts map to the pod's directory; every process
-gets its own address and the lab's DNS (tools/lab/hooks/sitecustomize.py).
+Images map to programs (``program``): the REAL LiteLLM proxy for LiteLLM's
+image, the lab's own interpreter for the official Python image's python,
+FAKE servers for vLLM, Ollama and Paperless-AI, an idle process for the
+device plugin. The FAKE model servers get the lab's
+timing profile and scales (``LAB_PROFILE``, ``LAB_TIME_SCALE``,
+``LAB_LOAD_SCALE``; tools/lab/timing_profiles.py). An image the lab has no
+program for fails loudly (ErrImagePull). Container paths in args and mounts map
+to the pod's directory; every process gets its own address, the lab's DNS
+(tools/lab/hooks/sitecustomize.py) and the API's in-cluster address
+(KUBERNETES_SERVICE_HOST/PORT).
 """
 
 from __future__ import annotations
 
-import base64
 import copy
 import http.client
 import json
 import os
+import posixpath
+import re
 import shutil
 import signal
 import socket
@@ -31,10 +36,11 @@ import sys
 import threading
 import time
 
-from . import TOOLS
+from . import TOOLS, events
 from .api.store import now_rfc3339
 from .controllers import container_gpus
 from .litellm_proxy import litellm_executable
+from .volumes import MountFailure, Volumes
 
 HOOKS = os.path.join(TOOLS, "lab", "hooks")
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 10.0   # the real kubelet: 10 s doubling to 5 min; the lab runs faster
@@ -60,7 +66,27 @@ def image_family(image):
         return "paperless-ai"
     if name == "k8s-device-plugin":
         return "device-plugin"
+    if repository(image) == "docker.io/library/python":
+        return "python"
     return None
+
+
+def repository(image):
+    """An image's repository without tag or digest, Docker Hub's defaults spelled out (docker/distribution
+    reference.ParseNormalizedNamed): ``python:3.12-slim`` is ``docker.io/library/python``."""
+    parts = _split(image)[0].split("/")
+    if len(parts) == 1:
+        parts = ["docker.io", "library"] + parts
+    elif "." not in parts[0] and ":" not in parts[0] and parts[0] != "localhost":
+        parts = ["docker.io"] + parts
+    return "/".join(parts)
+
+
+def _split(image):
+    name = image.split("@", 1)[0]
+    head, _, last = name.rpartition("/")
+    last, _, tag = last.partition(":")
+    return (head + "/" if head else "") + last, tag
 
 
 class Container:
@@ -98,6 +124,7 @@ class PodWorker(threading.Thread):
         self.namespace = pod["metadata"]["namespace"]
         self.name = pod["metadata"]["name"]
         self.uid = pod["metadata"]["uid"]
+        self.pod = pod
         self.spec = pod["spec"]
         self.ip = lab.network.pod_ip(self.uid)
         self.dir = os.path.join(lab.state_dir, "pods", self.namespace, self.name)
@@ -111,7 +138,8 @@ class PodWorker(threading.Thread):
 
     def run(self):
         try:
-            self.prepare()
+            if not self.prepare():
+                return None
             if not self.run_init_containers():
                 return self.stopped_wait()
             self.write_status()
@@ -134,41 +162,33 @@ class PodWorker(threading.Thread):
         self.stop_event.set()
 
     def prepare(self):
+        """Mount the pod's volumes, as the kubelet's volume manager does before any container starts: a
+        failed mount is recorded (FailedMount), the pod waits in ContainerCreating and the mount is tried
+        again with back-off. False when the pod was stopped first."""
         os.makedirs(self.dir, exist_ok=True)
-        volumes = {}
-        for volume in self.spec.get("volumes") or []:
-            volumes[volume["name"]] = self.materialise(volume)
-        for container in self.init_containers + self.containers:
-            mounts = {}
-            for mount in container.spec.get("volumeMounts") or []:
-                source = volumes.get(mount["name"])
-                if source is None:
-                    continue
-                if mount.get("subPath"):
-                    source = os.path.join(source, mount["subPath"])
-                mounts[mount["mountPath"].rstrip("/") or "/"] = source
-            self.mounts[container.spec["name"]] = mounts
-
-    def materialise(self, volume):
-        state = self.lab.state_dir
-        if "persistentVolumeClaim" in volume:
-            path = os.path.join(state, "volumes", "pvc", self.namespace, volume["persistentVolumeClaim"]["claimName"])
-        elif "hostPath" in volume:
-            path = os.path.join(state, "volumes", "hostpath", volume["hostPath"]["path"].lstrip("/"))
-        else:
-            path = os.path.join(self.dir, "volumes", volume["name"])
-        os.makedirs(path, exist_ok=True)
-        if "configMap" in volume or "secret" in volume:
-            source = volume.get("configMap") or volume.get("secret")
-            kind = "configmaps" if "configMap" in volume else "secrets"
-            obj = self.lab.store.get(kind, self.namespace, source.get("name") or source.get("secretName"))
-            data = dict((obj or {}).get("data") or {})
-            if kind == "secrets":
-                data = {k: base64.b64decode(v).decode() for k, v in data.items()}
-            for key, value in data.items():
-                with open(os.path.join(path, key), "w") as handle:
-                    handle.write(value)
-        return path
+        volumes, delay = Volumes(self.lab, self.pod, self.dir), BACKOFF_FIRST
+        while not self.stop_event.is_set():
+            try:
+                sources = {v["name"]: volumes.materialise(v) for v in self.spec.get("volumes") or []}
+            except MountFailure as err:
+                events.record(self.lab.store, self.pod, "FailedMount", str(err), "kubelet",
+                              host=self.spec.get("nodeName"))
+                self.write_status()
+                self.stop_event.wait(delay)
+                delay = min(delay * 2, BACKOFF_MAX)
+                continue
+            for container in self.init_containers + self.containers:
+                mounts = {}
+                for mount in container.spec.get("volumeMounts") or []:
+                    source = sources.get(mount["name"])
+                    if source is None:
+                        continue
+                    if mount.get("subPath"):
+                        source = os.path.join(source, mount["subPath"])
+                    mounts[mount["mountPath"].rstrip("/") or "/"] = source
+                self.mounts[container.spec["name"]] = mounts
+            return True
+        return False
 
     # -- processes --------------------------------------------------------------------
 
@@ -191,6 +211,7 @@ class PodWorker(threading.Thread):
             # What the NVIDIA device plugin's Allocate answers for a container given the GPU
             # (k8s-device-plugin v0.17, the default envvar strategy).
             env["NVIDIA_VISIBLE_DEVICES"] = self.lab.gpu["uuid"]
+        env.update(api_service_env(*self.lab.api_service))
         for source in container.spec.get("envFrom") or []:
             if "configMapRef" in source:
                 env.update(self.lab.config_data("configmaps", self.namespace, source["configMapRef"]["name"]))
@@ -209,7 +230,10 @@ class PodWorker(threading.Thread):
                     env[item["name"]] = data.get(ref["configMapKeyRef"]["key"], "")
                 elif "fieldRef" in ref:
                     env[item["name"]] = {"metadata.name": self.name, "metadata.namespace": self.namespace,
-                                         "status.podIP": self.ip}.get(ref["fieldRef"]["fieldPath"], "")
+                                         "metadata.uid": self.uid, "status.podIP": self.ip,
+                                         "status.hostIP": "127.0.0.1", "spec.nodeName": self.spec.get("nodeName"),
+                                         "spec.serviceAccountName": self.spec.get("serviceAccountName")
+                                         }.get(ref["fieldRef"]["fieldPath"]) or ""
         return env
 
     def program(self, container, env):
@@ -256,7 +280,44 @@ class PodWorker(threading.Thread):
         if family == "device-plugin":
             failure = self.lab.faults.get("device_plugin")
             return python + ["lab.workloads.idle"], {"LAB_FAIL": failure} if failure else {}, self.dir
+        if family == "python":
+            return self.python_program(container, env)
         raise ImageUnavailable("the lab has no program for image %s" % spec.get("image"))
+
+    def python_program(self, container, env):
+        """The official Python image: no ENTRYPOINT, CMD ``python3``; its interpreters are
+        /usr/local/bin/python, python3 and python3.N (N the tag's). The lab runs its own interpreter
+        for them, with container paths in the arguments mapped to the pod's volumes, and the same
+        mapping for the paths the program opens (tools/lab/hooks/lab_mounts.py). Any other program
+        is one the lab cannot run."""
+        spec = container.spec
+        argv = list(spec.get("command") or []) + list(spec.get("args") or []) if spec.get("command") \
+            else list(spec.get("args") or ["python3"])
+        program = argv[0]
+        name = posixpath.basename(program)
+        if not PYTHON.match(name) or ("/" in program and posixpath.dirname(program) != "/usr/local/bin"):
+            raise ImageUnavailable("the lab runs only the interpreter of image %s (python, python3, python3.N), "
+                                   "not %r" % (spec.get("image"), program))
+        version = re.match(r"(\d+)\.(\d+)", _split(spec.get("image", ""))[1])
+        if version and "." in name and name != "python%s.%s" % version.groups():
+            raise StartFailure('failed to create containerd task: failed to create shim task: OCI runtime create '
+                               'failed: runc create failed: unable to start container process: error during '
+                               'container init: exec: "%s": executable file not found in $PATH: unknown' % program)
+        options, rest, isolated = python_options(argv[1:])
+        if isolated:
+            # -I / -E: the image's PYTHON* variables are ignored; the lab's own path to its hooks stays.
+            for key in [k for k in env if k.startswith("PYTHON")]:
+                del env[key]
+            env["PYTHONPATH"] = os.pathsep.join([HOOKS, TOOLS])
+        mapped = [self.host_path(container, a) if a.startswith("/") else a for a in rest]
+        workdir = self.host_path(container, spec["workingDir"]) if spec.get("workingDir") else self.dir
+        return [sys.executable] + options + mapped, self.mounts_env(container), (
+            workdir if os.path.isdir(workdir) else self.dir)
+
+    def mounts_env(self, container):
+        """The container's mounts, for the hook that maps the paths a program opens (lab-internal)."""
+        return {"LAB_MOUNTS": json.dumps(self.mounts.get(container.spec["name"], {})),
+                "LAB_STATE_DIR": self.lab.state_dir}
 
     def gpu_tool(self, argv):
         """A CUDA image's command: the lab runs only nvidia-smi, which the NVIDIA runtime injects."""
@@ -504,6 +565,49 @@ class PodWorker(threading.Thread):
         if self.init_containers:
             status["initContainerStatuses"] = [c.status() for c in self.init_containers]
         self.lab.update_pod_status(self.namespace, self.name, self.uid, status)
+
+
+PYTHON = re.compile(r"^python(3(\.\d+)?)?$")
+
+
+def api_service_env(host, port):
+    """The variables the kubelet gives every container for the ``kubernetes`` Service (its port named
+    https): pkg/kubelet/envvars/envvars.go FromServices, v1.31; client-go's rest.InClusterConfig reads
+    the first two."""
+    url = "tcp://%s:%d" % (host, port)
+    prefix = "KUBERNETES_PORT_%d_TCP" % port
+    return {"KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": str(port),
+            "KUBERNETES_SERVICE_PORT_HTTPS": str(port), "KUBERNETES_PORT": url, prefix: url,
+            prefix + "_PROTO": "tcp", prefix + "_PORT": str(port), prefix + "_ADDR": host}
+
+
+def python_options(args):
+    """(interpreter options, the rest, isolated) of a python command line. -I and -E are taken out
+    (isolated): -I becomes -s -P, what it implies besides ignoring PYTHON* variables."""
+    options, isolated, index = [], False, 0
+    while index < len(args):
+        arg = args[index]
+        if not arg.startswith("-") or arg == "-" or arg.startswith("--"):
+            break
+        letters, kept = arg[1:], ""
+        for position, letter in enumerate(letters):
+            if letter in "cmWX":
+                kept += letters[position:]
+                break
+            if letter in "IE":
+                isolated = True
+                kept += "sP" if letter == "I" else ""
+            else:
+                kept += letter
+        if kept:
+            options.append("-" + kept)
+        index += 1
+        if letters and letters[-1] in "WX" and kept.endswith(letters[-1]) and index < len(args):
+            options.append(args[index])  # -W / -X take the next argument as their value
+            index += 1
+        elif any(letter in "cm" for letter in kept):
+            break  # -c CODE / -m MODULE: the rest belongs to the program
+    return options, args[index:], isolated
 
 
 def _flag(args, name):

@@ -24,6 +24,8 @@ import hashlib
 import json
 import random
 
+from .api.errors import ApiError
+from .api.store import now_rfc3339
 from .network import pod_ready
 
 HASH_LABEL = "pod-template-hash"
@@ -31,6 +33,7 @@ REVISION = "deployment.kubernetes.io/revision"
 REVISION_HISTORY = "deployment.kubernetes.io/revision-history"
 DESIRED = "deployment.kubernetes.io/desired-replicas"
 MAX_REPLICAS = "deployment.kubernetes.io/max-replicas"
+REPLICA_FAILURE = "ReplicaFailure"
 # What the controller does not copy from a Deployment onto its ReplicaSets (deployment_util.go, skipCopyAnnotation).
 NOT_COPIED = {"kubectl.kubernetes.io/last-applied-configuration", REVISION, REVISION_HISTORY, DESIRED, MAX_REPLICAS}
 # k8s.io/apimachinery pkg/util/rand: the letters of generated names and hashes (no vowels, no look-alikes).
@@ -74,8 +77,9 @@ def revision(replica_set):
 class Rollouts:
     """The Deployment and ReplicaSet controllers; ``new_pod`` and ``delete_pod`` are the control loop's."""
 
-    def __init__(self, store, new_pod, delete_pod, write_status):
+    def __init__(self, store, new_pod, delete_pod, write_status, failed_create):
         self.store, self.new_pod, self.delete_pod, self.write_status = store, new_pod, delete_pod, write_status
+        self.failed_create = failed_create
 
     def owned(self, plural, owner):
         return [o for o in self.store.list(plural, owner["metadata"]["namespace"]) if owned_by(o, owner)]
@@ -186,9 +190,15 @@ class Rollouts:
             return
         wanted = (replica_set.get("spec") or {}).get("replicas", 1)
         pods = [p for p in self.owned("pods", replica_set) if not deleting(p)]
+        refused = None
         for _ in range(wanted - len(pods)):
-            self.new_pod(replica_set, "ReplicaSet", replica_set["spec"]["template"],
-                         name=generated_name(replica_set["metadata"]["name"]))
+            try:
+                self.new_pod(replica_set, "ReplicaSet", replica_set["spec"]["template"],
+                             name=generated_name(replica_set["metadata"]["name"]))
+            except ApiError as err:  # the API's admission refused it: reported, tried again next pass
+                refused = err
+                self.failed_create(replica_set, err)
+                break
         # Which pods go first (replica_set.go, getPodsToDelete): unscheduled, then not ready, then the newest.
         newest_first = sorted(pods, key=lambda p: p["metadata"]["creationTimestamp"], reverse=True)
         doomed = sorted(newest_first, key=lambda p: (bool(p["spec"].get("nodeName")), pod_ready(p)))
@@ -198,5 +208,11 @@ class Rollouts:
         status = {"replicas": len(pods), "observedGeneration": replica_set["metadata"].get("generation", 1)}
         counts = {"fullyLabeledReplicas": len(pods), "readyReplicas": len(ready), "availableReplicas": len(ready)}
         status.update({k: v for k, v in counts.items() if v})
+        if refused is not None:
+            # replica_set_utils.go calculateStatus: the failed create as a condition, until a create succeeds
+            previous = next((c for c in (replica_set.get("status") or {}).get("conditions") or []
+                             if c.get("type") == REPLICA_FAILURE and c.get("message") == refused.message), None)
+            status["conditions"] = [previous or {"type": REPLICA_FAILURE, "status": "True", "reason": "FailedCreate",
+                                                 "message": refused.message, "lastTransitionTime": now_rfc3339()}]
         self.write_status("replicasets", replica_set, status)
 

@@ -6,7 +6,8 @@ Served: discovery; get/list (label and field selectors, cluster-wide lists);
 create; replace (409 on a stale resourceVersion); patch (merge, strategic
 merge on built-in kinds, JSON patch); delete; the status and scale
 subresources; dryRun=All; the service proxy; pods/log (tail, previous,
-follow); access reviews (access_review.py); /healthz, /livez and /readyz. Objects of built-in kinds are
+follow); access reviews (access_review.py); the ServiceAccount admission of
+pods (admission.py); /healthz, /livez and /readyz. Objects of built-in kinds are
 validated against the official schema of Kubernetes 1.31 (422 when invalid).
 A no-op write returns the stored object unchanged (same resourceVersion), as
 the real API server does, so clients can tell "nothing changed".
@@ -19,12 +20,13 @@ import copy
 import json
 import select
 import socket
+import ssl
 import threading
 import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from . import access_review, openapi, patches, protobuf, resources
+from . import access_review, admission, openapi, patches, protobuf, resources
 from .errors import ApiError, already_exists, conflict, invalid, not_found, not_implemented
 from .store import now_rfc3339
 
@@ -382,6 +384,8 @@ class ApiServer:
 
     def create(self, route, obj, dry_run):
         self.check_type(route, obj)
+        if route.kind.kind == "Pod":  # mutating admission runs before validation, as in kube-apiserver
+            admission.admit_pod(self.store, obj)
         self.validate(route.kind, obj)
         name = obj["metadata"]["name"]
         if self.store.get(route.kind.plural, obj["metadata"].get("namespace"), name):
@@ -628,10 +632,26 @@ class ApiHandler(BaseHTTPRequestHandler):
     def client_gone(self):
         """The client closed its end (a read would give end of file), so a stream to it can stop."""
         readable, _, _ = select.select([self.connection], [], [], 0)
+        if not readable:
+            return False
+        if isinstance(self.connection, ssl.SSLSocket):
+            return self.tls_closed()
         try:
-            return bool(readable) and not self.connection.recv(1, socket.MSG_PEEK)
+            return not self.connection.recv(1, socket.MSG_PEEK)
         except OSError:
             return True
+
+    def tls_closed(self):
+        """TLS cannot peek: read what came (nothing is expected during a stream) without waiting."""
+        self.connection.setblocking(False)
+        try:
+            return not self.connection.recv(1)
+        except ssl.SSLWantReadError:
+            return False
+        except OSError:
+            return True
+        finally:
+            self.connection.setblocking(True)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 

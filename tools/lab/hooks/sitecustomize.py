@@ -8,7 +8,9 @@ wrap; LiteLLM's proxy runs on uvloop) so that:
   the Service's cluster IP, from the table in $LAB_DNS_FILE (what cluster DNS
   does);
 - with $LAB_POD_IP set, ``127.0.0.1`` and ``localhost`` mean the pod's own
-  address (what a container's loopback means), for probes run "inside" a pod.
+  address (what a container's loopback means), for probes run "inside" a pod;
+- with $LAB_MOUNTS set, paths under the container's volume mounts are read
+  from the pod's volumes (lab_mounts.py).
 """
 
 import json
@@ -76,3 +78,5 @@ def _patch_uvloop():
 if _DNS_FILE or _POD_IP:
     socket.getaddrinfo = _lab_getaddrinfo
     _patch_uvloop()
+if os.environ.get("LAB_MOUNTS"):
+    import lab_mounts  # noqa: F401  (the container's paths, for the images whose own programs run here)
