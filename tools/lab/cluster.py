@@ -23,7 +23,7 @@ from . import address_slot, timing_profiles
 from .api.server import ApiHttpServer, ApiServer
 from .api.store import Store, now_rfc3339
 from .api.tls import ApiHttpsServer
-from .controllers import Controllers
+from .controllers import Controllers, container_gpus
 from .external import External
 from .kubelet import PodWorker, remove_pod_dir
 from .network import Network
@@ -41,7 +41,10 @@ SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 # The process of a vLLM that holds GPU memory, as nvidia-smi names it (vLLM V1's engine core).
 GPU_PROCESS = "VLLM::EngineCore"
 GPU = {"name": "NVIDIA GeForce RTX 3060", "driver_version": "580.95.05", "memory_total_mib": 12288,
-       "memory_used_mib": 1, "uuid": "GPU-0b5c3a52-7f0e-4c1e-9a51-3060a1ab0001"}
+       "memory_used_mib": 1, "uuid": "GPU-0b5c3a52-7f0e-4c1e-9a51-3060a1ab0001",
+       # the one GPU of a desktop board, in its first PCIe slot, as NVML spells the bus ID
+       "pci_bus_id": "00000000:01:00.0"}
+GPU_NODE = "lab-gpu"
 # The names cluster DNS gives the API server's Service (default/kubernetes).
 API_NAMES = ("kubernetes.default.svc.cluster.local", "kubernetes.default.svc", "kubernetes.default")
 
@@ -97,6 +100,8 @@ class Lab:
         # TLS, on the first address of the lab's Service range (k3s: 10.43.0.1), on the API's port number.
         self.api_service = ("127.%d.0.1" % (150 + self.slot), port)
         self.tokens = Tokens(self.state_dir)
+        self.gpu_state_file = os.path.join(self.state_dir, "nodes", GPU_NODE, "gpu.json")
+        self._gpu_state = None
         try:
             self.network = Network(self.store, self.state_dir, slot=self.slot)
             self.api = ApiServer(self.store, services=self.network)
@@ -132,6 +137,12 @@ class Lab:
         # Services the home lab already has, outside the collection (Paperless-ngx).
         self.external = External(self).start()
         self.network.external_names = dict(self.external.names, **{n: self.api_service[0] for n in API_NAMES})
+        # The kubelet's pod-resources socket, where a hostPath mount shows it: the FAKE dcgm-exporter only
+        # looks for it (as the real one does before it maps pods) and reads the answer from the GPU state.
+        socket_dir = os.path.join(self.state_dir, "volumes", "hostpath", "var", "lib", "kubelet", "pod-resources")
+        os.makedirs(socket_dir, exist_ok=True)
+        open(os.path.join(socket_dir, "kubelet.sock"), "a").close()
+        self.publish_gpu_state()
         threading.Thread(target=self.http.serve_forever, name="api", daemon=True).start()
         threading.Thread(target=self.https.serve_forever, name="api-tls", daemon=True).start()
         threading.Thread(target=self.loop, name="controllers", daemon=True).start()
@@ -212,6 +223,7 @@ class Lab:
                 self.controllers.reconcile()
                 self.kubelet()
                 self.network.reconcile()
+                self.publish_gpu_state()
             except Exception as err:  # keep the lab up, but say so
                 self.log("controller pass failed: %r" % err)
             if time.monotonic() - last_save > 2:
@@ -280,8 +292,28 @@ class Lab:
                 process = container.process
                 if container.gpu_mib and process is not None and process.poll() is None:
                     held.append({"pid": process.pid, "name": GPU_PROCESS, "used_mib": container.gpu_mib,
-                                 "pod": "%s/%s" % (worker.namespace, worker.name)})
+                                 "pod": "%s/%s" % (worker.namespace, worker.name),
+                                 "serves": worker.vllm_endpoint(container)})
         return held + list(self.gpu_leaks)
+
+    def publish_gpu_state(self):
+        """What the GPU node's driver and kubelet know now, for the FAKE dcgm-exporter, which reads it at its
+        samples (as DCGM reads NVML): the card, its memory in use, the vLLM processes on it and where they
+        serve, and the pods given it (what the kubelet's pod-resources API lists). Written when it changes."""
+        processes = self.gpu_processes()
+        card = dict(self.gpu, index=0, processes=processes,
+                    memory_used_mib=self.gpu["memory_used_mib"] + sum(p["used_mib"] for p in processes))
+        card["pods"] = [{"namespace": w.namespace, "name": w.name, "uid": w.uid, "container": c.spec["name"]}
+                        for w in list(self.workers.values()) if w.spec.get("nodeName") == GPU_NODE
+                        for c in w.containers if container_gpus(c.spec) and "terminated" not in c.state]
+        text = json.dumps({"gpus": [card]}, sort_keys=True)
+        if text == self._gpu_state:
+            return
+        os.makedirs(os.path.dirname(self.gpu_state_file), exist_ok=True)
+        with open(self.gpu_state_file + ".tmp", "w") as handle:
+            handle.write(text)
+        os.replace(self.gpu_state_file + ".tmp", self.gpu_state_file)
+        self._gpu_state = text
 
     def gpu_process_ended(self, pid, mib, pod):
         if self.faults["gpu_leak"]:

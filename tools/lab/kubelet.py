@@ -10,8 +10,8 @@ pod's status, and on deletion stops everything and removes the pod.
 
 Images map to programs (``program``): the REAL LiteLLM proxy for LiteLLM's
 image, the lab's own interpreter for the official Python image's python,
-FAKE servers for vLLM, Ollama and Paperless-AI, an idle process for the
-device plugin. The FAKE model servers get the lab's
+FAKE servers for vLLM, Ollama, Paperless-AI and NVIDIA's dcgm-exporter, an
+idle process for the device plugin. The FAKE model servers get the lab's
 timing profile and scales (``LAB_PROFILE``, ``LAB_TIME_SCALE``,
 ``LAB_LOAD_SCALE``; tools/lab/timing_profiles.py). An image the lab has no
 program for fails loudly (ErrImagePull). Container paths in args and mounts map
@@ -38,7 +38,7 @@ import time
 
 from . import TOOLS, events
 from .api.store import now_rfc3339
-from .controllers import container_gpus
+from .controllers import GPU, container_gpus
 from .litellm_proxy import litellm_executable
 from .volumes import MountFailure, Volumes
 
@@ -68,6 +68,8 @@ def image_family(image):
         return "device-plugin"
     if repository(image) == "docker.io/library/python":
         return "python"
+    if repository(image) == "nvcr.io/nvidia/k8s/dcgm-exporter":
+        return "dcgm-exporter"
     return None
 
 
@@ -282,6 +284,8 @@ class PodWorker(threading.Thread):
             return python + ["lab.workloads.idle"], {"LAB_FAIL": failure} if failure else {}, self.dir
         if family == "python":
             return self.python_program(container, env)
+        if family == "dcgm-exporter":
+            return self.dcgm_exporter(container, env, args)
         raise ImageUnavailable("the lab has no program for image %s" % spec.get("image"))
 
     def python_program(self, container, env):
@@ -319,6 +323,25 @@ class PodWorker(threading.Thread):
         return {"LAB_MOUNTS": json.dumps(self.mounts.get(container.spec["name"], {})),
                 "LAB_STATE_DIR": self.lab.state_dir}
 
+    def dcgm_exporter(self, container, env, args):
+        """NVIDIA's dcgm-exporter image: its ENTRYPOINT execs /usr/bin/dcgm-exporter with the args. DCGM
+        reaches the GPU only through the driver the NVIDIA runtime mounts in (runtimeClassName nvidia,
+        on a GPU node); elsewhere the FAKE fails as the real one does without NVML."""
+        spec = container.spec
+        command = spec.get("command") or []
+        if command and posixpath.basename(command[0]) not in ("dcgm-exporter", "dcgm-exporter-entrypoint.sh"):
+            raise ImageUnavailable("the lab runs only dcgm-exporter in image %s, not %r" % (spec.get("image"),
+                                                                                         command[0]))
+        for key, value in DCGM_IMAGE_ENV.items():  # the image's ENV, below the container's own
+            env.setdefault(key, value)
+        extra = self.mounts_env(container)
+        node = self.lab.store.get("nodes", "", self.spec.get("nodeName") or "") or {"metadata": {}}
+        gpu_node = (node["metadata"].get("labels") or {}).get(GPU) == "true"
+        if self.spec.get("runtimeClassName") == "nvidia" and gpu_node:
+            extra["LAB_GPU_STATE"] = self.lab.gpu_state_file
+        tail = [self.host_path(container, a) if a.startswith("/") else a for a in command[1:]]
+        return [sys.executable, "-m", "lab.workloads.dcgm_exporter"] + tail + args, extra, self.dir
+
     def gpu_tool(self, argv):
         """A CUDA image's command: the lab runs only nvidia-smi, which the NVIDIA runtime injects."""
         if os.path.basename(argv[0]) != "nvidia-smi":
@@ -350,6 +373,10 @@ class PodWorker(threading.Thread):
             return 0
         share = float(_flag(spec.get("args") or [], "--gpu-memory-utilization") or 0.9)
         return int(self.lab.gpu["memory_total_mib"] * share)
+
+    def vllm_endpoint(self, container):
+        """host:port a vLLM container serves on (vLLM's --port, 8000 by default)."""
+        return "%s:%s" % (self.ip, _flag(container.spec.get("args") or [], "--port") or "8000")
 
     def release_gpu(self, container, pid):
         """The process that held GPU memory ended: the driver frees it, unless the lab's leak fault says
@@ -568,6 +595,9 @@ class PodWorker(threading.Thread):
 
 
 PYTHON = re.compile(r"^python(3(\.\d+)?)?$")
+# dcgm-exporter's Dockerfile (4.5.3-4.8.2): what the NVIDIA runtime reads to expose every GPU.
+DCGM_IMAGE_ENV = {"NVIDIA_VISIBLE_DEVICES": "all", "NVIDIA_DRIVER_CAPABILITIES": "compute,utility,compat32",
+                  "NVIDIA_DISABLE_REQUIRE": "true"}
 
 
 def api_service_env(host, port):

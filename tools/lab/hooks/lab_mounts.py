@@ -3,7 +3,7 @@ paths it opens under its volume mounts ($LAB_MOUNTS, container path -> host
 directory) are read from the pod's volumes, as inside the container.
 
 Imported by sitecustomize for the images whose own programs the lab runs (the
-official Python image): an in-cluster client there
+official Python image, the FAKE dcgm-exporter): an in-cluster client there
 opens /var/run/secrets/kubernetes.io/serviceaccount/token and hands ca.crt to
 ssl, and a launcher puts its ConfigMap's directory on sys.path. Covered: open,
 os.open/stat/lstat/access/listdir/scandir (os.path builds on them), ssl's
