@@ -273,14 +273,19 @@ def from_other_template(deployment, pod):
 
 def rollout_progress(deployment, pods):
     """('done' | 'waiting' | 'failed', detail) for a switch's rollout."""
+    wanted = (deployment.get("spec") or {}).get("replicas", 1)
+    live = [p for p in pods if not _deleting(p)]
     if rolled_out(deployment):
-        wanted = (deployment.get("spec") or {}).get("replicas", 1)
-        live = [p for p in pods if not _deleting(p)]
         if wanted == 0 and live:
             return "waiting", "%d pod(s) still stopping" % len(live)
         if wanted == 0 and pods:
             return "waiting", "%d pod(s) still terminating" % len(pods)
         return "done", "rolled out"
+    if wanted == 0:
+        # Every pod is on its way out: one that failed (a rolled-back load that was OOMKilled) is the
+        # reason for the rollback, not a failure of stopping. Not deleted yet until the controller sees
+        # the new replica count.
+        return "waiting", "%d pod(s) still stopping" % len(live) if live else "the Deployment's status to catch up"
     for pod in pods:
         if _deleting(pod) or from_other_template(deployment, pod):
             continue

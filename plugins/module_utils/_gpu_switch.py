@@ -143,6 +143,7 @@ class GpuModeSwitch:
                 try:
                     result["verified"] = self.apply(previous, None, phase="rollback_")
                 except SwitchFailed as second:
+                    result["rolled_back"] = False  # tried, not done: the Event says failed, not rolled back
                     raise SwitchFailed("switch to %s failed: %s; rolling back to %s failed too: %s"
                                        % (target, broken, previous, second), result)
                 raise SwitchFailed("switch to %s failed: %s; rolled back to %s (verified)"

@@ -160,6 +160,14 @@ def test_rollout_progress():
     assert _gpu_mode.rollout_progress(stopped, []) == ("done", "rolled out")
 
 
+def test_a_failed_pod_does_not_fail_a_rollout_to_no_replicas():
+    # A switch from gaming to ml whose load was OOMKilled rolls back to gaming (replicas 0) before the
+    # controller has seen the new count: the OOMKilled pod of the same template is still there.
+    stopping = deployment(replicas=0, generation=4, observed=3, status={"replicas": 1, "availableReplicas": 0})
+    oom = pod(statuses=[{"name": "vllm", "state": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}])
+    assert _gpu_mode.rollout_progress(stopping, [oom]) == ("waiting", "1 pod(s) still stopping")
+
+
 def test_a_failed_pod_of_the_previous_template_does_not_fail_the_rollout():
     # Right after a switch the Deployment's status already shows the new generation while the old
     # ReplicaSet's pod (here OOMKilled serving r1) is not deleted yet: waiting, not failed.

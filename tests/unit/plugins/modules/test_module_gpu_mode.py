@@ -117,6 +117,17 @@ def test_a_switch_whose_verification_fails_is_rolled_back_and_says_so(rig, capsy
     assert mode_label(rig) == "ml" and rig["kube"].lease is None
 
 
+def test_a_rollback_that_fails_too_is_not_called_rolled_back(rig, capsys):
+    rig["litellm"].answers("vllm-r1", (None, 0))
+    rig["litellm"].answers("vllm-qwen", (None, 0))  # the previous mode no longer answers either
+    failed, result = run(rig, capsys, "r1", verify_timeout=5)
+    assert failed and result["rolled_back"] is False
+    assert "; rolling back to ml failed too: " in result["msg"] and "\n" not in result["msg"]
+    [event] = rig["kube"].recorded
+    assert (event["reason"], event["type"]) == ("GpuModeSwitchFailed", "Warning")
+    assert json.loads(event["metadata"]["annotations"]["homelab.inference/switch"])["result"] == "failed"
+
+
 def test_each_switch_is_recorded_as_an_event_on_the_deployment(rig, capsys):
     run(rig, capsys, "r1")
     run(rig, capsys, "r1")            # the same mode again: nothing switched, nothing recorded
