@@ -5,7 +5,9 @@ the FAKE DCGM exporter shows the GPU's memory follow the mode."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import urllib.request
 
 import pytest
@@ -59,7 +61,9 @@ def monitored(tmp_path_factory):
         converge = ansible_playbook("site.yml", "--skip-tags", "verify", *MONITORING, env=env)
         assert converge.returncode == 0, converge.stdout[-3000:]
         again = ansible_playbook("site.yml", "--tags", "gpu_monitoring", *MONITORING, env=env)
-        seen = {"before": scrape(lab, "ml", "gpu-mode-exporter:9102"), "gpu_ml": gpu_used(lab), "results": {}}
+        seen = {"before": scrape(lab, "ml", "gpu-mode-exporter:9102"), "gpu_ml": gpu_used(lab), "results": {},
+                "dcgm": scrape(lab, "kube-system", "dcgm-exporter:9400"),
+                "dashboard": lab.store.get("configmaps", "ml", "gpu-mode-exporter-dashboard")}
         lab.api.request_log = []
         for target in ("r1", "gaming"):
             seen["results"][target] = gpu_mode_result(env, target)
@@ -146,3 +150,14 @@ def test_the_fake_dcgm_exporter_shows_the_gpu_memory_follow_the_mode(monitored):
     [in_ml] = monitored["gpu_ml"]
     [in_gaming] = monitored["gpu_gaming"]
     assert in_ml > 10000 and in_gaming <= 1024, (in_ml, in_gaming)
+
+
+def test_the_dashboards_gpu_panels_ask_for_what_the_dcgm_exporter_serves(monitored):
+    dashboard = json.loads(monitored["dashboard"]["data"]["gpu-modes.json"])
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"] if "DCGM_" in t["expr"]]
+    asked = {name for expr in exprs for name in re.findall(r"\b(DCGM_FI_\w+)", expr)}
+    served = {name: dict(labels) for (name, labels) in monitored["dcgm"]}
+    assert asked and asked <= set(served), asked - set(served)
+    grouped = {label for expr in exprs for by in re.findall(r"by \(([^)]*)\)", expr) for label in by.split(", ")}
+    for name in asked:
+        assert grouped <= set(served[name]), (name, grouped, served[name])

@@ -4,15 +4,18 @@ against the official Kubernetes schema, stable, and free of clear-text secrets."
 from __future__ import annotations
 
 import base64
+import datetime
 import glob
 import json
 import os
+import re
 
 import kubernetes_validate
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
-from ansible_collections.homelab.inference.plugins.module_utils import _gpu_mode_rights
+from ansible_collections.homelab.inference.plugins.module_utils import _gpu_mode, _gpu_mode_metrics, _gpu_mode_rights
 from helpers import ROOT, ansible_playbook
 
 KUBERNETES_VERSION = "1.31.0"
@@ -329,9 +332,6 @@ def test_gpu_mode_access_is_off_by_default(tmp_path):
 
 def exported_names():
     """Every series name the GPU mode exporter serves, read back from its own text."""
-    from prometheus_client.parser import text_string_to_metric_families
-    from ansible_collections.homelab.inference.plugins.module_utils import _gpu_mode, _gpu_mode_metrics
-    import datetime
     metrics = _gpu_mode_metrics.SwitchMetrics()
     metrics.observe([])
     record = _gpu_mode.switch_record("ml", "r1", "x", {"total": 1.0}, 0, "GpuModeSwitched")
@@ -375,7 +375,6 @@ def test_gpu_monitoring_objects(rendered):
 
 def test_gpu_monitoring_dashboard_and_alerts_ask_only_for_served_metrics(rendered):
     """A renamed metric would leave a panel or an alert silently empty."""
-    import re
     served = exported_names()
     dashboard = json.loads(find(rendered, "ConfigMap", "gpu-mode-exporter-dashboard")["data"]["gpu-modes.json"])
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
