@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import shutil
-import subprocess
-import sys
 import threading
 import urllib.error
 import urllib.parse
@@ -15,11 +12,10 @@ import urllib.request
 
 import certifi
 import pytest
-import yaml
 
 from ansible_collections.homelab.inference.plugins.module_utils import _gpu_mode, _gpu_mode_exporter
+from ansible_collections.homelab.inference.tests.unit.plugins import stdlib_closure
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
 TABLE = {"ml": {"vllm_model": "qwen"}, "r1": {"vllm_model": "r1"}, "gaming": {"vllm_model": None}}
 CONFIG = {"namespace": "ml", "deployment": "vllm-server", "container": "vllm", "modes": TABLE, "port": 0}
 DEPLOYMENT = {"metadata": {"name": "vllm-server", "labels": {_gpu_mode.MODE_LABEL: "r1"}},
@@ -132,17 +128,5 @@ def test_the_http_server_answers_metrics_health_and_a_down_api():
 def test_the_shipped_code_is_closed_and_needs_only_the_standard_library(tmp_path):
     """The files the gpu_monitoring role ships in its ConfigMap import nothing else: the official Python
     image has neither Ansible nor the kubernetes client."""
-    with open(os.path.join(ROOT, "roles", "gpu_monitoring", "vars", "main.yml")) as handle:
-        files = yaml.safe_load(handle)["_gpu_monitoring_code"]
-    code = tmp_path / "ansible_collections" / "homelab" / "inference" / "plugins" / "module_utils"
-    code.mkdir(parents=True)
-    for name in files:
-        shutil.copy(os.path.join(ROOT, "plugins", "module_utils", name), str(code / name))
-    probe = ("import sys; sys.path.insert(0, %r); "
-             "from ansible_collections.homelab.inference.plugins.module_utils._gpu_mode_exporter import main; "
-             "print(sorted(m.split('.')[0] for m in sys.modules if m.split('.')[0] in ('ansible', 'kubernetes', "
-             "'urllib3', 'yaml', 'prometheus_client')))" % str(tmp_path))
-    # -I: no environment, no user site; -S: no site-packages at all.
-    done = subprocess.run([sys.executable, "-I", "-S", "-c", probe], capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout == "[]\n"
+    files = stdlib_closure.shipped_files("gpu_monitoring", "_gpu_monitoring_code")
+    assert stdlib_closure.foreign_imports(tmp_path, files, "_gpu_mode_exporter") == (0, "", "[]")

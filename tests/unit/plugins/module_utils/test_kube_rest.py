@@ -6,19 +6,15 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
-import subprocess
-import sys
 import threading
 
 import pytest
-import yaml
 
 from ansible_collections.homelab.inference.plugins.module_utils._api_errors import (Conflict, KubeError,
                                                                                     ServiceError, ServiceForbidden)
 from ansible_collections.homelab.inference.plugins.module_utils._kube_rest import KubeRest, RestEndpoint
+from ansible_collections.homelab.inference.tests.unit.plugins import stdlib_closure
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
 USER = "system:serviceaccount:ml:gpu-mode"
 
 
@@ -147,18 +143,5 @@ def test_the_service_proxy_path_a_refusal_and_a_slow_answer(api):
 
 def test_the_host_code_is_closed_and_needs_only_the_standard_library(tmp_path):
     """The files the gpu_mode_host role copies import nothing else: not Ansible, not the kubernetes client."""
-    with open(os.path.join(ROOT, "roles", "gpu_mode_host", "vars", "main.yml")) as handle:
-        files = yaml.safe_load(handle)["_gpu_mode_host_code"]
-    code = tmp_path / "ansible_collections" / "homelab" / "inference" / "plugins" / "module_utils"
-    code.mkdir(parents=True)
-    for name in files:
-        with open(os.path.join(ROOT, "plugins", "module_utils", name)) as source:
-            (code / name).write_text(source.read())
-    probe = ("import sys; sys.path.insert(0, %r); "
-             "from ansible_collections.homelab.inference.plugins.module_utils._gpu_mode_cli import main; "
-             "print(sorted(m.split('.')[0] for m in sys.modules if m.split('.')[0] in ('ansible', 'kubernetes', "
-             "'urllib3', 'yaml')))" % str(tmp_path))
-    # -I: no environment, no user site; -S: no site-packages at all (the venv's Ansible is out of reach).
-    done = subprocess.run([sys.executable, "-I", "-S", "-c", probe], capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout == "[]\n"
+    files = stdlib_closure.shipped_files("gpu_mode_host", "_gpu_mode_host_code")
+    assert stdlib_closure.foreign_imports(tmp_path, files, "_gpu_mode_cli") == (0, "", "[]")
