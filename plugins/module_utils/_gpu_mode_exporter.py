@@ -83,7 +83,11 @@ class Exporter:
     def read(self, doing, path):
         status, text, dummy = self.api.raw("GET", path, headers={"Accept": "application/json"})
         if status == 200:
-            return json.loads(text)
+            try:
+                return json.loads(text)
+            except ValueError:
+                raise ExporterError("%s: the API server at %s answered 200 with no JSON: %s"
+                                    % (doing, self.api.host, " ".join(text.split())[:120]))
         if status == 404:
             return None
         try:

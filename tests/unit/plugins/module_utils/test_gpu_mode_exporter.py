@@ -73,6 +73,15 @@ def test_a_refusal_is_one_line_naming_the_role():
         'homelab.inference.gpu_monitoring grants the exporter\'s rights')
 
 
+def test_an_answer_that_is_not_json_is_one_line_not_a_crash():
+    api = Api()
+    api.refuse = (200, "<html>a proxy's login page</html>", {})
+    with pytest.raises(_gpu_mode_exporter.ExporterError) as raised:
+        _gpu_mode_exporter.Exporter(api, CONFIG).collect()
+    assert str(raised.value) == ("reading Deployment ml/vllm-server: the API server at https://10.43.0.1:443 answered "
+                                 "200 with no JSON: <html>a proxy's login page</html>")
+
+
 def test_the_in_cluster_api_needs_the_pod_environment_and_reads_the_token_each_time(tmp_path):
     with pytest.raises(_gpu_mode_exporter.ExporterError) as raised:
         _gpu_mode_exporter.InClusterApi(str(tmp_path), environ={})
