@@ -283,8 +283,8 @@ def rollout_progress(deployment, pods):
         return "done", "rolled out"
     if wanted == 0:
         # Every pod is on its way out: one that failed (a rolled-back load that was OOMKilled) is the
-        # reason for the rollback, not a failure of stopping. Not deleted yet until the controller sees
-        # the new replica count.
+        # reason for the rollback, not a failure of stopping; it stays until the controller has seen the
+        # new replica count.
         return "waiting", "%d pod(s) still stopping" % len(live) if live else "the Deployment's status to catch up"
     for pod in pods:
         if _deleting(pod) or from_other_template(deployment, pod):

@@ -22,7 +22,7 @@ import threading
 import urllib.parse
 
 from ansible_collections.homelab.inference.plugins.module_utils import _gpu_mode, _gpu_mode_metrics
-from ansible_collections.homelab.inference.plugins.module_utils._kube_rest import KubeRest
+from ansible_collections.homelab.inference.plugins.module_utils._kube_rest import KubeRest, status_line
 
 CONFIG = "/etc/gpu-mode-exporter/config.json"
 # What the kubelet mounts for a pod's ServiceAccount (client-go rest.InClusterConfig reads the same).
@@ -90,12 +90,8 @@ class Exporter:
                                     % (doing, self.api.host, " ".join(text.split())[:120]))
         if status == 404:
             return None
-        try:
-            detail = json.loads(text).get("message") or text
-        except (ValueError, AttributeError):
-            detail = text
         hint = "; the role %s grants the exporter's rights" % ROLE if status in (401, 403) else ""
-        raise ExporterError("%s: %s %s%s" % (doing, status, " ".join(str(detail).split())[:300], hint))
+        raise ExporterError("%s: %s%s" % (doing, status_line(status, text), hint))
 
     def collect(self):
         """The exposition text now; ExporterError when the API cannot be read."""

@@ -27,6 +27,15 @@ METHODS = {"get": "GET", "list": "GET", "log": "GET", "create": "POST", "patch":
 API_TIMEOUT = 30
 
 
+def status_line(status, text):
+    """'<status> <message>' of a refusal on one line: the API's Status message, else its body."""
+    try:
+        detail = json.loads(text).get("message") or text
+    except (ValueError, AttributeError):
+        detail = text
+    return "%s %s" % (status, " ".join(str(detail).split())[:300])
+
+
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args, **kwargs):
         return None  # the 3xx is the answer
@@ -81,12 +90,7 @@ class KubeRest(KubeCalls):
         explained = self.explain_status(doing, status, right, text)
         if explained:
             raise KubeError(explained, status)
-        try:
-            detail = json.loads(text).get("message") or text
-        except (ValueError, AttributeError):
-            detail = text
-        message = "%s: %s %s" % (doing, status, " ".join(str(detail).split())[:300])
-        raise (Conflict if status == 409 else KubeError)(message, status)
+        raise (Conflict if status == 409 else KubeError)("%s: %s" % (doing, status_line(status, text)), status)
 
 
 class RestEndpoint(Endpoint):
