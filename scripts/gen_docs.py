@@ -3,6 +3,7 @@
 
 - the model keys in roles/catalog/meta/argument_specs.yml from MODEL_KEY_TABLE in
   plugins/module_utils/_catalog.py (where the preflight checks them), so they are described once;
+  the on-demand policy's keys likewise, from POLICY_KEY_TABLE in _gpu_on_demand.py;
 - roles/<role>/README.md from the role's meta/argument_specs.yml;
 - the model availability table in docs/clients.md from the catalog.
 
@@ -12,7 +13,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import re
@@ -22,10 +22,11 @@ import textwrap
 import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# The catalog's own derivations (no Ansible needed to import it).
-_spec = importlib.util.spec_from_file_location("_catalog", os.path.join(ROOT, "plugins", "module_utils", "_catalog.py"))
-_catalog = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_catalog)
+# The collection as the checkout holds it (.collections links to the checkout), no Ansible needed.
+sys.path.insert(0, os.path.join(ROOT, ".collections"))
+from ansible_collections.homelab.inference.plugins.module_utils import (  # noqa: E402  pylint: disable=C0413
+    _catalog, _gpu_on_demand)
+
 CATALOG = os.path.join(ROOT, "roles", "catalog", "defaults", "main.yml")
 CLIENT_GUIDE = os.path.join(ROOT, "docs", "clients.md")
 BEGIN = "<!-- BEGIN GENERATED: model availability (scripts/gen_docs.py) -->"
@@ -33,6 +34,9 @@ END = "<!-- END GENERATED: model availability -->"
 CATALOG_SPEC = os.path.join(ROOT, "roles", "catalog", "meta", "argument_specs.yml")
 KEYS_BEGIN = "# BEGIN GENERATED: model keys (scripts/gen_docs.py, from MODEL_KEY_TABLE in plugins/module_utils/_catalog.py)"
 KEYS_END = "# END GENERATED: model keys"
+POLICY_BEGIN = ("# BEGIN GENERATED: on-demand keys (scripts/gen_docs.py, from POLICY_KEY_TABLE in "
+                "plugins/module_utils/_gpu_on_demand.py)")
+POLICY_END = "# END GENERATED: on-demand keys"
 GENERATED_NOTE = "Generated from `meta/argument_specs.yml` by `scripts/gen_docs.py`; edit the spec, not this file."
 
 
@@ -137,10 +141,10 @@ def between(text, begin, end, body, path):
     return "\n".join(lines[:starts[0] + 1] + body + lines[ends[0]:])
 
 
-def model_keys_items(indent):
-    """The model keys as YAML list items: JSON strings, which are YAML double-quoted scalars, folded at spaces."""
+def doc_items(docs, indent):
+    """Documentation lines as YAML list items: JSON strings, which are YAML double-quoted scalars, folded at spaces."""
     items = []
-    for doc in _catalog.model_key_docs():
+    for doc in docs:
         wrapped = textwrap.wrap(json.dumps(doc), 116 - len(indent), break_long_words=False, break_on_hyphens=False)
         items.append(indent + "- " + wrapped[0])
         items.extend(indent + "  " + part for part in wrapped[1:])
@@ -150,11 +154,14 @@ def model_keys_items(indent):
 def catalog_spec():
     with open(CATALOG_SPEC) as handle:
         text = handle.read()
-    marker = next((line for line in text.split("\n") if line.strip() == KEYS_BEGIN), None)
-    if marker is None:
-        sys.exit("%s lacks the generated-block markers" % CATALOG_SPEC)
-    indent = marker[:len(marker) - len(marker.lstrip())]
-    return between(text, KEYS_BEGIN, KEYS_END, model_keys_items(indent), CATALOG_SPEC)
+    for begin, end, docs in ((KEYS_BEGIN, KEYS_END, _catalog.model_key_docs()),
+                             (POLICY_BEGIN, POLICY_END, _gpu_on_demand.policy_key_docs())):
+        marker = next((line for line in text.split("\n") if line.strip() == begin), None)
+        if marker is None:
+            sys.exit("%s lacks the generated-block markers %r" % (CATALOG_SPEC, begin))
+        indent = marker[:len(marker) - len(marker.lstrip())]
+        text = between(text, begin, end, doc_items(docs, indent), CATALOG_SPEC)
+    return text
 
 
 def targets():

@@ -16,6 +16,11 @@ from ansible_collections.homelab.inference.plugins.module_utils import _catalog
 MODE_LABEL = "homelab.inference/gpu-mode"
 MODEL_ANNOTATION = "homelab.inference/model"
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+# Who entered the mode the Deployment is in, and when: set by each switch's patch (never by site.yml,
+# whose apply leaves it alone), read by the on-demand rules (_gpu_on_demand).
+SETTER_ANNOTATION = "homelab.inference/mode-set-by"
+OPERATOR, ON_DEMAND, BOOT, INSTALL = "operator", "on-demand", "boot", "install"
+SOURCES = (OPERATOR, ON_DEMAND, BOOT, INSTALL)
 GPU_RESOURCE = "nvidia.com/gpu"
 
 # Container states that will not get better by waiting.
@@ -114,8 +119,9 @@ def stops_serving(deployment, target, table, container="vllm"):
     return served_model_name(deployment, container) != table[target]["vllm_model"]
 
 
-def switch_patch(deployment, target, table, container="vllm"):
-    """The one strategic-merge patch that puts the Deployment in mode ``target``."""
+def switch_patch(deployment, target, table, container="vllm", setter=False):
+    """The one strategic-merge patch that puts the Deployment in mode ``target``. ``setter``, a
+    setter_annotation (None removes the record), says who entered the mode; False leaves the record."""
     mode = table[target]
     served = mode["vllm_model"] or ""
     marks = {"labels": {MODE_LABEL: target}, "annotations": {MODEL_ANNOTATION: served}}
@@ -127,6 +133,8 @@ def switch_patch(deployment, target, table, container="vllm"):
             change["readinessProbe"] = probe
         template["spec"] = {"containers": [change]}
     patch = {"metadata": copy.deepcopy(marks), "spec": {"replicas": 1 if served else 0, "template": template}}
+    if setter is not False:
+        patch["metadata"]["annotations"][SETTER_ANNOTATION] = setter
     last_applied = ((deployment.get("metadata") or {}).get("annotations") or {}).get(LAST_APPLIED)
     if last_applied:
         # Keep `site.yml`'s client-side apply in step: its next run then finds
@@ -317,6 +325,27 @@ def gpu_claims(pods):
 def gpu_holders(pods):
     """Pods that request or are limited to a GPU and have not finished."""
     return [name for name, dummy in gpu_claims(pods)]
+
+
+# -- who entered the mode ----------------------------------------------------------------
+
+def setter_annotation(source, by, now):
+    """SETTER_ANNOTATION's value: the kind of switch (SOURCES), its holder identity, and when it patched."""
+    return json.dumps({"source": source, "by": by, "at": now.astimezone(datetime.timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%SZ")}, sort_keys=True, separators=(",", ":"))
+
+
+def mode_setter(deployment):
+    """(source, by, at) of the mode the Deployment is in; ``at`` an aware datetime. A Deployment no switch
+    has touched (site.yml's install) or a record that cannot be read: (INSTALL, "", None)."""
+    text = (((deployment or {}).get("metadata") or {}).get("annotations") or {}).get(SETTER_ANNOTATION)
+    try:
+        record = json.loads(text) if text else {}
+    except ValueError:
+        record = {}
+    if not isinstance(record, dict) or record.get("source") not in SOURCES:
+        return INSTALL, "", None
+    return record["source"], str(record.get("by") or ""), parse_time(record.get("at"))
 
 
 # -- the lock -----------------------------------------------------------------------

@@ -17,7 +17,7 @@ import argparse
 import json
 import sys
 
-from ansible_collections.homelab.inference.plugins.module_utils import _gpu_mode_boot, _gpu_mode_run
+from ansible_collections.homelab.inference.plugins.module_utils import _gpu_mode, _gpu_mode_boot, _gpu_mode_run
 from ansible_collections.homelab.inference.plugins.module_utils._api_errors import KubeError
 from ansible_collections.homelab.inference.plugins.module_utils._gpu_mode_rights import ROLE as RIGHTS_ROLE
 from ansible_collections.homelab.inference.plugins.module_utils._gpu_switch import SwitchFailed
@@ -140,7 +140,8 @@ def main(argv=None, out=None, err=None):
         say(err, "gpu-mode: warning: %s" % message)
 
     try:
-        result = _gpu_mode_run.execute(api, params, vllm, litellm, vllm_pod, args.check, warn)
+        result = _gpu_mode_run.execute(api, params, vllm, litellm, vllm_pod, args.check, warn,
+                                       source=_gpu_mode.BOOT if args.mode == "boot" else _gpu_mode.OPERATOR)
     except SwitchFailed as failure:
         say(err, "gpu-mode: %s" % failure)
         if args.json:

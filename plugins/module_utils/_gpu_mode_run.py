@@ -11,6 +11,7 @@ import getpass
 import os
 import socket
 
+from ansible_collections.homelab.inference.plugins.module_utils._gpu_mode import OPERATOR
 from ansible_collections.homelab.inference.plugins.module_utils._gpu_switch import GpuModeSwitch
 
 STATUS = "status"
@@ -67,10 +68,11 @@ def holder():
     return "%s@%s/%d" % (getpass.getuser(), socket.gethostname(), os.getpid())
 
 
-def execute(kube, params, vllm, litellm, vllm_pod, check_mode, warn):
+def execute(kube, params, vllm, litellm, vllm_pod, check_mode, warn, source=OPERATOR):
     """The switch to ``params["mode"]`` (or its status); ``warn`` gets each warning, also when it fails.
+    ``source`` is what kind of switch it is, recorded on the Deployment (_gpu_mode.SOURCES).
     Raises _gpu_switch.SwitchFailed or _api_errors.KubeError."""
-    switch = GpuModeSwitch(kube, params, vllm, litellm, holder(), vllm_pod=vllm_pod)
+    switch = GpuModeSwitch(kube, params, vllm, litellm, holder(), vllm_pod=vllm_pod, source=source)
     if params["mode"] == STATUS:
         return switch.status()
     try:

@@ -45,13 +45,15 @@ def utc_now():
 
 class GpuModeSwitch:
     def __init__(self, kube, params, vllm, litellm, holder, clock=time.monotonic, sleep=time.sleep, now=utc_now,
-                 vllm_pod=None):
+                 vllm_pod=None, source=_gpu_mode.OPERATOR):
         self.kube = kube
         self.params = params
         self.vllm = vllm
         self.vllm_pod = vllm_pod  # pod name -> that pod's vLLM endpoint (its /metrics while it drains)
         self.litellm = litellm
         self.holder = holder
+        self.source = source    # what kind of switch this is, recorded on the Deployment (_gpu_mode.SOURCES)
+        self.previous_setter = None  # the record of who entered the mode we leave: a rollback restores it
         self.clock, self.sleep, self.now = clock, sleep, now
         self.table = params["modes"]
         self.namespace = params["namespace"]
@@ -98,6 +100,7 @@ class GpuModeSwitch:
         deployment = self.read()
         before = self.describe(deployment)
         previous = before["mode"]
+        self.previous_setter = ((deployment["metadata"].get("annotations") or {}).get(_gpu_mode.SETTER_ANNOTATION))
         result = dict(mode=target, previous_mode=previous, model=self.table[target]["vllm_model"], changed=False,
                       rolled_back=False, verified={}, timings=self.timings,
                       diff={"before": {"mode": previous, "model": before["model"]},
@@ -230,7 +233,9 @@ class GpuModeSwitch:
             self.timings[phase + "drain"] = round(self.clock() - began, 3)
             self.drained = drained
         began = self.clock()
-        patch = _gpu_mode.switch_patch(deployment, target, self.table, self.params["container"])
+        setter = (self.previous_setter if phase == "rollback_"
+                  else _gpu_mode.setter_annotation(self.source, self.holder, self.now()))
+        patch = _gpu_mode.switch_patch(deployment, target, self.table, self.params["container"], setter)
         patched = self.kube.patch_deployment(self.namespace, self.name, patch)
         self.timings[phase + "patch"] = round(self.clock() - began, 3)
         began = self.clock()

@@ -94,6 +94,8 @@ def test_switch_to_r1_is_verified_and_releases_the_lock(stack, kube, capsys):
     assert container["args"] == TABLE["r1"]["args"]
     assert container["readinessProbe"]["exec"]["command"][-1] == "vllm-r1"
     assert kube.deployment["metadata"]["labels"][_gpu_mode.MODE_LABEL] == "r1"
+    source, by, at = _gpu_mode.mode_setter(kube.deployment)  # who entered the mode, for the on-demand rules
+    assert (source, by.rsplit("/", 1)[-1]) == ("operator", str(os.getpid())) and at is not None
     assert kube.calls.count("patch_deployment") == 1, "one patch per switch"
     assert kube.leases == {}, "the lock is released"
     applied = json.loads(kube.deployment["metadata"]["annotations"][_gpu_mode.LAST_APPLIED])

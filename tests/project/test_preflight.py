@@ -48,6 +48,10 @@ MALFORMED = {
         lambda c: c["inference_fallback_chain"].append("gemini/gemini-2.0-flash"),
         "inference_fallback_chain[3]: 'gemini/gemini-2.0-flash' is a parallel model (parallel: true) and must "
         "never join the chain; remove it from the chain"),
+    "on-demand policy entering a GPU-free mode": (
+        lambda c: c["inference_gpu_on_demand"].update(modes=["r1", "gaming"], never_leave=[]),
+        "inference_gpu_on_demand.modes[1]: 'gaming' frees the GPU and serves no model, so no request can ask for "
+        "it; remove it"),
 }
 
 

@@ -73,6 +73,9 @@ class StubKube:
         spec = patch["spec"]
         self.deployment["spec"]["replicas"] = spec["replicas"]
         self.deployment["metadata"]["labels"].update(patch["metadata"]["labels"])
+        annotations = self.deployment["metadata"]["annotations"]
+        for key, value in patch["metadata"].get("annotations", {}).items():  # a strategic merge: null removes
+            annotations.pop(key, None) if value is None else annotations.__setitem__(key, value)
         containers = (spec["template"].get("spec") or {}).get("containers")
         if containers:
             self.deployment["spec"]["template"]["spec"]["containers"][0]["args"] = containers[0]["args"]

@@ -5,9 +5,11 @@ order, with what time limits, and what a failure says."""
 from __future__ import annotations
 
 import copy
+import datetime
 
 import pytest
 
+from ansible_collections.homelab.inference.plugins.module_utils import _gpu_mode
 from ansible_collections.homelab.inference.plugins.module_utils._gpu_switch import GpuModeSwitch, SwitchFailed
 from ansible_collections.homelab.inference.tests.unit.plugins.gpu_switch_stubs import (
     Clock,
@@ -27,9 +29,12 @@ def rig():
     return {"events": events, "clock": clock, "kube": kube, "litellm": litellm, "vllm": StubVllm(kube)}
 
 
-def switch(rig, mode, **extra):
+NOW = datetime.datetime(2026, 12, 1, 12, 0, 0, tzinfo=datetime.timezone.utc)
+
+
+def switch(rig, mode, source=_gpu_mode.OPERATOR, **extra):
     return GpuModeSwitch(rig["kube"], params(mode, **extra), rig["vllm"], rig["litellm"], "me@host/1",
-                         clock=rig["clock"], sleep=rig["clock"].sleep)
+                         clock=rig["clock"], sleep=rig["clock"].sleep, now=lambda: NOW, source=source)
 
 
 # -- the fallback is warm before the GPU goes ---------------------------------------------
@@ -196,3 +201,42 @@ def test_check_mode_reports_a_service_to_mend_and_leaves_it(rig):
 def test_check_mode_leaves_the_service_alone(rig):
     assert switch(rig, "r1").run(check_mode=True)["changed"] is True
     assert rig["kube"].service["spec"]["selector"]["homelab.inference/gpu-mode"] == "ml" and not rig["events"]
+
+
+# -- who entered the mode ----------------------------------------------------------------------
+
+def test_a_switch_records_who_entered_the_mode_and_when(rig):
+    assert _gpu_mode.mode_setter(rig["kube"].deployment) == ("install", "", None)
+    switch(rig, "r1").run(check_mode=False)
+    assert _gpu_mode.mode_setter(rig["kube"].deployment) == ("operator", "me@host/1", NOW)
+    switch(rig, "ml", source=_gpu_mode.BOOT).run(check_mode=False)
+    assert _gpu_mode.mode_setter(rig["kube"].deployment) == ("boot", "me@host/1", NOW)
+
+
+def test_the_same_mode_and_check_mode_keep_the_record(rig):
+    switch(rig, "ml", source=_gpu_mode.ON_DEMAND).run(check_mode=True)
+    switch(rig, "ml", source=_gpu_mode.ON_DEMAND).run(check_mode=False)
+    assert _gpu_mode.SETTER_ANNOTATION not in rig["kube"].deployment["metadata"]["annotations"]
+
+
+def test_a_rollback_restores_the_record_of_the_mode_it_returns_to(rig):
+    switch(rig, "r1", source=_gpu_mode.ON_DEMAND).run(check_mode=False)
+    entered = rig["kube"].deployment["metadata"]["annotations"][_gpu_mode.SETTER_ANNOTATION]
+    rig["litellm"].answers("vllm-qwen", ("ollama-qwen", 0))
+    with pytest.raises(SwitchFailed) as failed:
+        switch(rig, "ml", verify_timeout=3).run(check_mode=False)
+    assert failed.value.result["rolled_back"] is True
+    assert rig["kube"].deployment["metadata"]["annotations"][_gpu_mode.SETTER_ANNOTATION] == entered
+
+
+def test_a_rollback_to_a_mode_nobody_recorded_removes_the_record(rig):
+    rig["litellm"].answers("vllm-r1", ("ollama-qwen", 0))
+    with pytest.raises(SwitchFailed):
+        switch(rig, "r1", verify_timeout=3).run(check_mode=False)
+    assert _gpu_mode.SETTER_ANNOTATION not in rig["kube"].deployment["metadata"]["annotations"]
+
+
+@pytest.mark.parametrize("text", ["", "not json", "[1]", '{"source": "robot", "by": "x"}'])
+def test_a_record_that_cannot_be_read_counts_as_the_install(text):
+    deployment = {"metadata": {"annotations": {_gpu_mode.SETTER_ANNOTATION: text}}}
+    assert _gpu_mode.mode_setter(deployment) == ("install", "", None)
