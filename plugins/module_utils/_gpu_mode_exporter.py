@@ -21,44 +21,19 @@ import sys
 import threading
 import urllib.parse
 
-from ansible_collections.homelab.inference.plugins.module_utils import _gpu_mode, _gpu_mode_metrics
-from ansible_collections.homelab.inference.plugins.module_utils._kube_rest import KubeRest, status_line
+from ansible_collections.homelab.inference.plugins.module_utils import _gpu_mode, _gpu_mode_metrics, _kube_incluster
+from ansible_collections.homelab.inference.plugins.module_utils._kube_incluster import InClusterError
+from ansible_collections.homelab.inference.plugins.module_utils._kube_rest import status_line
 
 CONFIG = "/etc/gpu-mode-exporter/config.json"
-# What the kubelet mounts for a pod's ServiceAccount (client-go rest.InClusterConfig reads the same).
-ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 ROLE = "homelab.inference.gpu_monitoring"
+# The exporter's problems are the pod's: one error type, one line each.
+ExporterError = InClusterError
 
 
-class ExporterError(Exception):
-    pass
-
-
-class InClusterApi(KubeRest):
-    """The API server as client-go's rest.InClusterConfig finds it; the token is read again at each
-    scrape, as the kubelet renews a projected ServiceAccount token (hourly) in place."""
-
-    def __init__(self, account=ACCOUNT, environ=None):
-        environ = os.environ if environ is None else environ
-        host, port = environ.get("KUBERNETES_SERVICE_HOST"), environ.get("KUBERNETES_SERVICE_PORT")
-        if not host or not port:
-            raise ExporterError("KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT are not set: the exporter runs "
-                                "in a pod of the cluster (role %s)" % ROLE)
-        self.account = account
-        try:
-            super().__init__("https://%s:%s" % ("[%s]" % host if ":" in host else host, port),
-                             None, os.path.join(account, "ca.crt"))
-        except (OSError, ValueError) as err:  # ssl.SSLError is an OSError
-            raise ExporterError("the cluster's CA (%s/ca.crt) cannot be read (%s): keep "
-                                "automountServiceAccountToken on" % (account, getattr(err, "strerror", None) or err))
-
-    def renew_token(self):
-        try:
-            with open(os.path.join(self.account, "token")) as handle:
-                self.token = handle.read().strip()
-        except OSError as err:
-            raise ExporterError("the ServiceAccount token cannot be read (%s): keep automountServiceAccountToken on"
-                                % (err.strerror or err))
+class InClusterApi(_kube_incluster.InClusterApi):
+    component = "the exporter"
+    role = ROLE
 
 
 def load(path):
