@@ -12,10 +12,6 @@ def catalog_errors(models, chain, modes, default_mode, on_demand=None):
     errors = _catalog.catalog_errors(models, chain, modes, default_mode)
     if isinstance(modes, dict) and modes:  # the policy names modes: checked once they are a mapping
         errors += _gpu_on_demand.policy_errors(on_demand, modes, default_mode)
-        if isinstance(on_demand, dict) and on_demand.get("enabled") is True:
-            # Accepted and ignored would be worse: say it until the gateway's switcher ships.
-            errors.append("inference_gpu_on_demand.enabled: this release checks the policy but has no switcher to "
-                          "act on it yet; set enabled: false and switch with gpu_mode.yml")
     return errors
 
 

@@ -63,16 +63,17 @@ def with_lock_duration(params):
     return params
 
 
-def holder():
-    """Who takes the lock, as the Lease and the switch's Event name it: user@host/pid."""
-    return "%s@%s/%d" % (getpass.getuser(), socket.gethostname(), os.getpid())
+def holder(host=None):
+    """Who takes the lock, as the Lease and the switch's Event name it: user@host/pid (``host``: a pod's
+    name, which is its hostname in a real pod)."""
+    return "%s@%s/%d" % (getpass.getuser(), host or socket.gethostname(), os.getpid())
 
 
-def execute(kube, params, vllm, litellm, vllm_pod, check_mode, warn, source=OPERATOR):
+def execute(kube, params, vllm, litellm, vllm_pod, check_mode, warn, source=OPERATOR, host=None):
     """The switch to ``params["mode"]`` (or its status); ``warn`` gets each warning, also when it fails.
-    ``source`` is what kind of switch it is, recorded on the Deployment (_gpu_mode.SOURCES).
-    Raises _gpu_switch.SwitchFailed or _api_errors.KubeError."""
-    switch = GpuModeSwitch(kube, params, vllm, litellm, holder(), vllm_pod=vllm_pod, source=source)
+    ``source`` is what kind of switch it is, recorded on the Deployment (_gpu_mode.SOURCES); ``host``
+    names where it runs, in its holder identity. Raises _gpu_switch.SwitchFailed or _api_errors.KubeError."""
+    switch = GpuModeSwitch(kube, params, vllm, litellm, holder(host), vllm_pod=vllm_pod, source=source)
     if params["mode"] == STATUS:
         return switch.status()
     try:

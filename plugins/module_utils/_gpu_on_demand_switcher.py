@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import http.server
 import json
+import os
 import sys
 import threading
 import time
@@ -45,8 +46,9 @@ class Switcher:
     (or raises SwitcherError); ``run_switch(target)`` makes one whole switch, raising on failure."""
 
     def __init__(self, read_deployment, run_switch, policy, modes, default_mode, container="vllm",
-                 clock=time.time, log=None):
+                 clock=time.time, log=None, settle=_gpu_mode_run.DEFAULTS["drain_settle"]):
         self.read_deployment, self.run_switch = read_deployment, run_switch
+        self.settle = settle    # the drain's settle time (see start())
         self.policy = _gpu_on_demand.effective(policy)
         self.modes, self.default_mode, self.container = modes, default_mode, container
         self.clock = clock
@@ -89,7 +91,7 @@ class Switcher:
                         decision.target, now - failed[0], failed[1])
                     decision = decision._replace(action="refuse", retry_after=int(wait + 0.999), reason=reason)
                 else:
-                    self.start(decision.target, now)
+                    self.start(decision.target, now, state.mode)
             return self.answer(decision, state, now)
 
     def answer(self, decision, state, now):
@@ -106,16 +108,21 @@ class Switcher:
                 "retry_after": retry_after, "mode": state.mode, "hold_seconds": self.policy["hold_seconds"],
                 "reply": self.policy["reply"], "switch": switch}
 
-    def start(self, target, now):
+    def start(self, target, now, mode=None):
+        """Start the switch to ``target`` from ``mode``. Every request for a vLLM model asks here first, so
+        when none asked for ``mode``'s models within the drain's settle time, none can still be on its way
+        to vLLM: the drain then stops as soon as vLLM runs nothing (``quiet``)."""
         self.switching = {"to": target, "started": now}
-        self.thread = threading.Thread(target=self._run, args=(target,), name="switch-to-%s" % target, daemon=True)
+        quiet = now - self.last_demand.get(mode, self.started) >= self.settle
+        self.thread = threading.Thread(target=self._run, args=(target, quiet), name="switch-to-%s" % target,
+                                       daemon=True)
         self.thread.start()
 
-    def _run(self, target):
-        began = self.clock()
-        self.log("switching to %s (on demand)" % target)
+    def _run(self, target, quiet=False):
+        began = self.switching["started"]  # when the demand started it, not when this thread got going
+        self.log("switching to %s (on demand%s)" % (target, ", no request on the way" if quiet else ""))
         try:
-            self.run_switch(target)
+            self.run_switch(target, quiet)
         except Exception as err:  # pylint: disable=broad-except  # any failure is reported, never kills the pod
             line = " ".join(str(err).split()) or type(err).__name__
             self.log("switch to %s failed: %s" % (target, line))
@@ -143,7 +150,7 @@ class Switcher:
             wait = _gpu_on_demand.idle_return(self.policy, self.default_mode, state, last, now)
             if wait == 0:
                 self.log("mode %s unused for %ds: back to %s" % (state.mode, now - last, self.default_mode))
-                self.start(self.default_mode, now)
+                self.start(self.default_mode, now, state.mode)
                 return TICK_SECONDS
             return TICK_SECONDS if wait is None else min(TICK_SECONDS, max(wait, 0.5))
 
@@ -261,14 +268,16 @@ def in_cluster(api, config, log):
     def vllm_pod(pod):
         return RestEndpoint(api, params["namespace"], pod, params["vllm_port"], rights_role=ROLE, kind="pods")
 
-    def run_switch(target):
+    def run_switch(target, quiet):
         api.renew_token()
-        result = _gpu_mode_run.execute(api, dict(params, mode=target), vllm, litellm, vllm_pod, False,
-                                       lambda warning: log("warning: %s" % warning), source=_gpu_mode.ON_DEMAND)
+        switch = dict(params, mode=target, drain_settle=0 if quiet else params["drain_settle"])
+        result = _gpu_mode_run.execute(api, switch, vllm, litellm, vllm_pod, False,
+                                       lambda warning: log("warning: %s" % warning), source=_gpu_mode.ON_DEMAND,
+                                       host=os.environ.get("POD_NAME"))
         log(_gpu_mode_run.summary(result))
 
     return Switcher(read_deployment, run_switch, config["policy"], params["modes"], config["default_mode"],
-                    params["container"], log=log)
+                    params["container"], log=log, settle=params["drain_settle"])
 
 
 def main(argv=None, api=None):

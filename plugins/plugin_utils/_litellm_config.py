@@ -123,7 +123,7 @@ def build_config(models, chain, settings):
 
 def build_gateway_settings(models, chain, modes, settings):
     """inference_gateway.json: what the hook needs to know of the catalog."""
-    out = {}
+    entries = {}
     for entry in models:
         item = {"backend": entry["backend"], "fallbacks": entry["name"] in chain[:-1]}
         if entry["backend"] == "vllm":
@@ -131,9 +131,9 @@ def build_gateway_settings(models, chain, modes, settings):
         quota = {key: entry[key] for key in ("requests_per_minute", "requests_per_day") if entry.get(key)}
         if quota:
             item["quota"] = quota
-        out[entry["name"]] = item
-    return {
-        "models": out,
+        entries[entry["name"]] = item
+    out = {
+        "models": entries,
         "gpu_modes": {name: mode.get("vllm_model") for name, mode in modes.items()},
         "fallback_model": _catalog.DEFAULT_ALIAS,
         "switch_command": settings["switch_command"],
@@ -141,6 +141,9 @@ def build_gateway_settings(models, chain, modes, settings):
         "quota_max_wait_seconds": settings["quota_max_wait_seconds"],
         "liveness": liveness_settings(models, settings),
     }
+    if settings.get("on_demand_url"):
+        out["on_demand"] = {"url": settings["on_demand_url"]}
+    return out
 
 
 def liveness_settings(models, settings):

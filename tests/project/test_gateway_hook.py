@@ -134,3 +134,93 @@ def test_the_listings_leave_out_a_vllm_model_the_gpu_does_not_serve_now(monkeypa
     assert asked == ["http://127.0.0.1:9/v1"], "vLLM asked once per listing"
     assert run(gateway.async_filter_listed_models(None, ("groq/x",))) == ("groq/x",)
     assert len(asked) == 1, "a listing without a GPU-only model asks vLLM nothing"
+
+
+# -- on-demand modes: what the hook does with gpu-mode-switcher's answer ---------------------------------
+
+ON_DEMAND = dict(SETTINGS, on_demand={"url": "http://gpu-mode-switcher.ml.svc.cluster.local:9103"})
+SWITCHING = {"action": "switch", "target": "r1", "reason": "", "retry_after": 70, "mode": "ml",
+             "hold_seconds": 1, "reply": "hold", "switch": {"to": "r1", "elapsed_seconds": 20.0,
+                                                            "expected_seconds": 90.0}}
+
+
+def on_demand(monkeypatch, answer, model="vllm-r1", headers=None, served=(None,)):
+    """The pre-call hook for ``model`` with the switcher answering ``answer`` and vLLM listing ``served``
+    at its successive polls (the last one repeats); (the outcome, the polls made)."""
+    asked, polls = [], []
+    monkeypatch.setattr(hook, "ask_switcher", lambda url, name: asked.append((url, name)) or answer)
+    monkeypatch.setattr(hook, "HOLD_POLL_SECONDS", 0.01)
+
+    def served_by_vllm(api_base):
+        polls.append(api_base)
+        return served[min(len(polls), len(served)) - 1]
+    gateway = hook.InferenceGateway(ON_DEMAND, counters=hook.MemoryCounters())
+    monkeypatch.setattr(gateway, "served_by_vllm", served_by_vllm)
+    data = {"model": model, "proxy_server_request": {"headers": headers or {}}}
+    try:
+        outcome = run(gateway.async_pre_call_hook(None, None, data, "completion"))
+    except HTTPException as err:
+        outcome = err
+    assert asked in ([], [(ON_DEMAND["on_demand"]["url"], model)])
+    return outcome, polls
+
+
+def test_without_the_setting_or_an_answer_the_request_goes_on(monkeypatch):
+    assert on_demand(monkeypatch, None)[0]["model"] == "vllm-r1"
+    assert on_demand(monkeypatch, dict(SWITCHING, action="serve"))[0]["model"] == "vllm-r1"
+    gateway = hook.InferenceGateway(SETTINGS, counters=hook.MemoryCounters())
+    monkeypatch.setattr(hook, "ask_switcher", lambda url, name: pytest.fail("asked without the setting"))
+    assert run(gateway.async_pre_call_hook(None, None, {"model": "vllm-r1"}, "completion"))["model"] == "vllm-r1"
+
+
+def test_a_held_request_goes_on_once_vllm_serves_its_model(monkeypatch):
+    outcome, polls = on_demand(monkeypatch, SWITCHING, served=(None, ["vllm-qwen"], ["vllm-r1"]))
+    assert outcome["model"] == "vllm-r1" and len(polls) == 3
+
+
+def test_a_request_still_loading_after_the_hold_gets_503_with_retry_after(monkeypatch):
+    outcome, polls = on_demand(monkeypatch, SWITCHING)
+    assert isinstance(outcome, hook.OnDemandAnswer) and outcome.status_code == 503 and len(polls) > 5
+    assert outcome.headers == {"Retry-After": "70"}
+    assert outcome.detail == ("Model vllm-r1 is still loading after 1s: the GPU is switching to mode 'r1' for it "
+                              "(20.0s of about 90.0s); retry later.")
+
+
+def test_a_client_that_asks_to_retry_gets_503_at_once(monkeypatch):
+    outcome, polls = on_demand(monkeypatch, SWITCHING, headers={"X-Inference-On-Demand": "retry"})
+    assert outcome.status_code == 503 and outcome.headers == {"Retry-After": "70"} and polls == []
+    assert outcome.detail == ("Model vllm-r1 is loading: the GPU is switching to mode 'r1' for it (20.0s of about "
+                              "90.0s); retry in 70s.")
+    # The policy's reply, when the client does not say.
+    assert on_demand(monkeypatch, dict(SWITCHING, reply="retry"))[0].status_code == 503
+
+
+def test_a_chain_model_is_answered_by_its_fallbacks_unless_its_client_holds(monkeypatch):
+    switching = dict(SWITCHING, target="ml", switch={"to": "ml", "elapsed_seconds": 1, "expected_seconds": 60})
+    outcome, polls = on_demand(monkeypatch, switching, model="vllm-qwen")
+    assert outcome["model"] == "vllm-qwen" and polls == []
+    outcome, polls = on_demand(monkeypatch, switching, model="vllm-qwen", headers={"x-inference-on-demand": "hold"},
+                               served=(["vllm-r1"], ["vllm-qwen"]))
+    assert outcome["model"] == "vllm-qwen" and len(polls) == 2
+    refused = dict(SWITCHING, action="refuse", reason="GPU in r1 mode for 10s; it stays at least 300s",
+                   retry_after=290, switch=None)
+    assert on_demand(monkeypatch, refused, model="vllm-qwen")[0]["model"] == "vllm-qwen"
+
+
+@pytest.mark.parametrize("reason, retry, status, expected", [
+    ("GPU in gaming mode; on-demand switching is off for gaming", None, 404,
+     "Model vllm-r1 is not loaded: GPU in gaming mode; on-demand switching is off for gaming; it is served in mode "
+     "'r1': switch with `ansible-playbook gpu_mode.yml -e mode=r1`, or ask for model 'default', which always "
+     "answers."),
+    ("GPU in ml mode for 100s; it stays at least 300s (inference_gpu_on_demand.min_dwell_seconds)", 200, 503,
+     "Model vllm-r1 is not loaded: GPU in ml mode for 100s; it stays at least 300s "
+     "(inference_gpu_on_demand.min_dwell_seconds); retry in 200s."),
+])
+def test_a_refusal_names_why_and_when(monkeypatch, reason, retry, status, expected):
+    answer = dict(SWITCHING, action="refuse", reason=reason, retry_after=retry, switch=None)
+    outcome = on_demand(monkeypatch, answer)[0]
+    assert (outcome.status_code, outcome.detail) == (status, expected)
+    assert outcome.headers == ({"Retry-After": str(retry)} if retry else None)
+    gateway = hook.InferenceGateway(ON_DEMAND, counters=hook.MemoryCounters())
+    assert run(gateway.async_post_call_failure_hook({"model": "vllm-r1"}, outcome, None)) is None, \
+        "the failure hook keeps the on-demand answer"

@@ -146,6 +146,38 @@ class RedisCounters:
         return int(verdict), float(wait)
 
 
+# On-demand modes: a held request asks vLLM whether it serves the model this often.
+HOLD_POLL_SECONDS = 0.5
+REPLY_HEADER = "x-inference-on-demand"  # hold | retry: what a request gets while its mode loads
+REPLIES = ("hold", "retry")
+
+
+class OnDemandAnswer(HTTPException):
+    """The gateway's own answer to a request for a model of another GPU mode (kept as it is)."""
+
+
+def ask_switcher(url, model, timeout=2.0):
+    """gpu-mode-switcher's answer for ``model`` (a dict), or None when it gives none."""
+    request = urllib.request.Request(url.rstrip("/") + "/v1/demand", data=json.dumps({"model": model}).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            answer = json.load(response)
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        LOG.warning("gpu-mode-switcher at %s gave no answer for %s (%s): going on without it", url, model, err)
+        return None
+    return answer if isinstance(answer, dict) else None
+
+
+def requested_reply(data):
+    """The reply a request's client asked for with the X-Inference-On-Demand header, or None."""
+    headers = ((data or {}).get("proxy_server_request") or {}).get("headers") or {}
+    for name, value in headers.items():
+        if name.lower() == REPLY_HEADER and str(value).strip().lower() in REPLIES:
+            return str(value).strip().lower()
+    return None
+
+
 def gpu_only(entry):
     """Whether a model entry is a vLLM model outside the chain: it answers only in the GPU modes that load it."""
     return bool(entry) and entry.get("backend") == "vllm" and not entry.get("fallbacks")
@@ -210,6 +242,8 @@ class InferenceGateway(CustomLogger):
         quota = self.models.get(model, {}).get("quota") if model else None
         if quota:
             await self.take_quota(model, quota)
+        if model:
+            await self.on_demand(model, data)
         return data
 
     async def take_quota(self, model, quota):
@@ -238,10 +272,56 @@ class InferenceGateway(CustomLogger):
                     % (model, per_minute, window, max(1, math.ceil(wait)))))
             await asyncio.sleep(wait)
 
+    # -- on-demand modes: a request for a vLLM model of another mode ----------
+
+    async def on_demand(self, model, data):
+        """Ask gpu-mode-switcher what a request for a vLLM model gets, and hold the request while its mode
+        loads, or answer 503 with Retry-After at once (the client's X-Inference-On-Demand header, else the
+        policy's reply). A chain model is answered by its fallbacks meanwhile, unless its client asks to hold.
+        Without the switcher's answer the request goes on as if on-demand switching were off."""
+        settings = self.settings.get("on_demand")
+        entry = self.models.get(model)
+        if not settings or not entry or entry.get("backend") != "vllm":
+            return
+        loop = asyncio.get_running_loop()
+        answer = await loop.run_in_executor(None, ask_switcher, settings["url"], model)
+        if answer is None or answer.get("action") == "serve":
+            return
+        chain = entry.get("fallbacks")
+        retry = answer.get("retry_after")
+        if answer.get("action") == "refuse":
+            if chain:
+                return  # its fallbacks answer
+            headers = {"Retry-After": str(retry)} if retry else None
+            raise OnDemandAnswer(status_code=503 if retry else 404, headers=headers, detail="Model %s is not loaded: "
+                                 "%s; %s." % (model, answer.get("reason"), "retry in %ds" % retry if retry
+                                              else self.where_served(model)))
+        reply = requested_reply(data) or (None if chain else answer.get("reply"))
+        switch = answer.get("switch") or {}
+        progress = "the GPU is switching to mode '%s' for it (%ss of about %ss)" % (
+            switch.get("to"), switch.get("elapsed_seconds"), switch.get("expected_seconds"))
+        if reply is None:
+            return
+        if reply == "retry":
+            raise OnDemandAnswer(status_code=503, headers={"Retry-After": str(retry or 1)}, detail=(
+                "Model %s is loading: %s; retry in %ds." % (model, progress, retry or 1)))
+        deadline = time.monotonic() + float(answer.get("hold_seconds") or 0)
+        while True:
+            served = await loop.run_in_executor(None, self.served_by_vllm, entry["api_base"])
+            if served and model in served and not self.watchdog.dead(entry["api_base"]):
+                return
+            if time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(HOLD_POLL_SECONDS)
+        raise OnDemandAnswer(status_code=503, headers={"Retry-After": str(retry or 1)}, detail=(
+            "Model %s is still loading after %ss: %s; retry later." % (model, answer.get("hold_seconds"), progress)))
+
     # -- a vLLM model the current GPU mode does not load ----------------------
 
     async def async_post_call_failure_hook(self, request_data, original_exception, user_api_key_dict,
                                            traceback_str=None):
+        if isinstance(original_exception, OnDemandAnswer):
+            return None  # already the answer
         model = request_data.get("model") if isinstance(request_data, dict) else None
         entry = self.models.get(model) or {}
         if not gpu_only(entry):
@@ -275,7 +355,6 @@ class InferenceGateway(CustomLogger):
 
     def not_loaded_message(self, model, served):
         modes = self.settings.get("gpu_modes", {})
-        serving = [mode for mode, vllm_model in modes.items() if vllm_model == model]
         if served:
             current = [mode for mode, vllm_model in modes.items() if vllm_model in served]
             now = "the GPU is in mode '%s' (serving %s)" % (current[0] if current else "?", ", ".join(served))
@@ -283,12 +362,16 @@ class InferenceGateway(CustomLogger):
             free = [mode for mode, vllm_model in modes.items() if not vllm_model]
             now = "vLLM is not running (the GPU is released%s, or a model is still loading)" % (
                 ", mode '%s'" % free[0] if free else "")
+        return "Model %s is not loaded: %s; %s." % (model, now, self.where_served(model))
+
+    def where_served(self, model):
+        """Which mode serves ``model`` and how to switch to it, and what always answers meanwhile."""
+        serving = [mode for mode, vllm_model in self.settings.get("gpu_modes", {}).items() if vllm_model == model]
         where = ("it is served in mode '%s': switch with `%s`" % (
             serving[0], self.settings.get("switch_command", "gpu_mode.yml -e mode={mode}").format(mode=serving[0]))
             if serving else "no GPU mode serves it")
         fallback = self.settings.get("fallback_model")
-        return "Model %s is not loaded: %s; %s%s." % (
-            model, now, where, ", or ask for model '%s', which always answers" % fallback if fallback else "")
+        return where + (", or ask for model '%s', which always answers" % fallback if fallback else "")
 
     # -- keys without a database ----------------------------------------------
 

@@ -74,9 +74,7 @@ def test_the_catalog_filter_reports_the_policy_with_the_catalog():
         "inference_gpu_on_demand.reply: must be hold or retry, got 'later'"]
     assert catalog_errors(models, ["vllm-qwen"], MODES, "ml") == []
     assert catalog_errors(models, ["vllm-qwen"], MODES, "ml", od.DEFAULTS) == []
-    assert catalog_errors(models, ["vllm-qwen"], MODES, "ml", ON) == [
-        "inference_gpu_on_demand.enabled: this release checks the policy but has no switcher to act on it yet; "
-        "set enabled: false and switch with gpu_mode.yml"]
+    assert catalog_errors(models, ["vllm-qwen"], MODES, "ml", ON) == []
     # Modes that are not a mapping are reported once, by the catalog; the policy is not checked against them.
     assert len(catalog_errors(models, ["vllm-qwen"], ["ml"], "ml", {"modes": ["x"]})) == 1
 

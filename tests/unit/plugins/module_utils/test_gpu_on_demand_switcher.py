@@ -25,7 +25,7 @@ class Cluster:
     def __init__(self, clock, mode="ml", source=None, at=0.0):
         self.clock = clock
         self.mode, self.source, self.at = mode, source, at
-        self.reads, self.runs = 0, []
+        self.reads, self.runs, self.quiet = 0, [], []
         self.release, self.fail = threading.Event(), None
 
     def read_deployment(self):
@@ -38,8 +38,9 @@ class Cluster:
                 "spec": {"replicas": 1 if TABLE[self.mode]["vllm_model"] else 0,
                          "template": {"spec": {"containers": [{"name": "vllm", "args": TABLE[self.mode]["args"]}]}}}}
 
-    def run_switch(self, target):
+    def run_switch(self, target, quiet):
         self.runs.append(target)
+        self.quiet.append(quiet)
         assert self.release.wait(10), "the test never let the switch finish"
         if self.fail:
             raise RuntimeError(self.fail)
@@ -81,6 +82,20 @@ def test_twenty_concurrent_requests_share_one_switch(rig):
     finish(cluster, switcher)
     assert cluster.runs == ["r1"] and switcher.switches == 1
     assert switcher.demand("vllm-r1")["action"] == "serve"
+
+
+def test_the_drain_settles_only_when_the_mode_left_was_asked_for_within_the_settle_time(rig):
+    clock, cluster, switcher = rig
+    clock.now += 3  # the switcher's first seconds: it cannot know what is on its way yet
+    switcher.demand("vllm-qwen")
+    clock.now += 2.9
+    switcher.demand("vllm-r1")
+    finish(cluster, switcher)
+    clock.now += 400
+    switcher.read_at, cluster.release = None, threading.Event()
+    switcher.demand("vllm-qwen")
+    finish(cluster, switcher)
+    assert cluster.runs == ["r1", "ml"] and cluster.quiet == [False, True]
 
 
 def test_a_request_during_the_switch_is_told_how_long_is_left(rig):

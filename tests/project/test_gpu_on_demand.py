@@ -1,0 +1,172 @@
+"""On-demand GPU modes on a converged lab, through the REAL LiteLLM proxy: the gpu_on_demand role's
+switcher runs as shipped (the official Python image's command, the module's code from its ConfigMap, its
+ServiceAccount over TLS), the gateway's hook asks it for each request for a vLLM model. The lab's FAKE
+vLLM loads on the realistic timing profile, its loads scaled by LOAD_SCALE.
+
+Acceptance (issue: on-demand GPU modes): the first request for vllm-r1 in ml mode is answered by vllm-r1
+within the load time plus 2 s; 20 concurrent requests cause exactly one switch; no thrash; gaming and an
+operator's mode are kept; a mode entered on demand returns to the default when unused."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+import yaml
+
+from helpers import ansible_playbook, gpu_mode_result
+from lab_fixture import start_lab, wait_for
+from test_gpu_mode_rbac import attributes, rule_allows
+
+LOAD_SCALE = 0.1          # vLLM's R1 load: 90 s on the realistic profile, 9 s here
+R1_LOAD = 90.0 * LOAD_SCALE
+DWELL, IDLE, HOLD = 20, 25, 60
+OLLAMA_MODEL = "qwen2.5:3b"  # what the chain's CPU tier (ollama-qwen) names in its answers
+POLICY = {"inference_gpu_on_demand": {"enabled": True, "min_dwell_seconds": DWELL, "idle_seconds": IDLE,
+                                      "hold_seconds": HOLD}}
+
+
+def chat(lab, model, headers=None, timeout=120):
+    """(status, seconds, the model that answered or the error body, headers) of one chat through LiteLLM."""
+    with open(os.path.join(lab.state_dir, "secrets", "litellm_master_key")) as handle:
+        key = "sk-" + handle.read().strip()
+    address = lab.store.get("services", "ml", "litellm")["spec"]["clusterIP"]
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}).encode()
+    request = urllib.request.Request("http://%s:4000/v1/chat/completions" % address, data=body, headers=dict(
+        {"Authorization": "Bearer " + key, "Content-Type": "application/json"}, **(headers or {})))
+    began = time.monotonic()
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return 200, time.monotonic() - began, json.load(response)["model"], dict(response.headers)
+    except urllib.error.HTTPError as err:
+        return err.code, time.monotonic() - began, json.loads(err.read() or b"{}"), dict(err.headers)
+
+
+def switch_events(lab):
+    """The switch records on the vLLM Deployment's Events, oldest first."""
+    events = sorted(lab.store.list("events", "ml"), key=lambda e: e["metadata"]["name"])
+    return [json.loads(a) for a in ((e["metadata"].get("annotations") or {}).get("homelab.inference/switch")
+                                    for e in events) if a]
+
+
+def mode_of(lab):
+    deployment = lab.store.get("deployments", "ml", "vllm-server")
+    record = json.loads(deployment["metadata"]["annotations"].get("homelab.inference/mode-set-by") or "{}")
+    return deployment["metadata"]["labels"]["homelab.inference/gpu-mode"], record.get("source")
+
+
+@pytest.fixture(scope="module")
+def on_demand(tmp_path_factory):
+    base = tmp_path_factory.mktemp("on-demand")
+    lab = start_lab(base, load_delay=None, profile="realistic", load_scale=LOAD_SCALE)
+    os.makedirs(str(base / "tmp"))
+    env = {"LAB_STATE_DIR": lab.state_dir, "TMPDIR": str(base / "tmp")}
+    policy = base / "policy.yml"
+    policy.write_text(yaml.safe_dump(POLICY))
+    try:
+        converge = ansible_playbook("site.yml", "--skip-tags", "verify", "-e", "@%s" % policy, env=env)
+        assert converge.returncode == 0, converge.stdout[-3000:]
+        seen = {"render": base / "render"}
+        ansible_playbook("playbooks/deploy.yml", "--tags", "render", "-e", "render_dir=%s" % seen["render"],
+                         "-e", "@%s" % policy, check=True)
+        lab.api.request_log = []
+        # The first request for vllm-r1, the GPU in ml: held while the one switch loads r1.
+        seen["first"] = chat(lab, "vllm-r1")
+        seen["after_first"] = wait_for(lambda: len(switch_events(lab)) == 1 and switch_events(lab), 60)
+        seen["log"], lab.api.request_log = lab.api.request_log, None
+        # Within the dwell time: the chain answers vllm-qwen; no switch.
+        seen["qwen_in_dwell"] = chat(lab, "vllm-qwen")
+        seen["mode_in_dwell"] = mode_of(lab)
+        # Unused, r1 returns to the default mode by itself (never before its dwell time).
+        seen["idle"] = wait_for(lambda: mode_of(lab) == ("ml", "on-demand") and len(switch_events(lab)) == 2 and
+                                switch_events(lab), DWELL + IDLE + 60, 1)
+        # Within ml's dwell time, a client asking for vllm-r1 with retry gets 503 and Retry-After at once.
+        seen["r1_in_dwell"] = chat(lab, "vllm-r1", {"X-Inference-On-Demand": "retry"})
+        time.sleep(int(seen["r1_in_dwell"][3].get("retry-after") or 0) + 1)
+        # 20 requests at once for vllm-r1: one switch, each held until vllm-r1 answers.
+        answers = []
+        threads = [threading.Thread(target=lambda: answers.append(chat(lab, "vllm-r1"))) for dummy in range(20)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(180)
+        seen["concurrent"] = answers
+        seen["after_concurrent"] = wait_for(lambda: len(switch_events(lab)) == 3 and switch_events(lab), 60)
+        seen["gaming"] = gpu_mode_result(env, "gaming")
+        seen["in_gaming"] = chat(lab, "vllm-r1")
+        # An operator's r1 is kept too: no idle return, and a request for vllm-qwen gets the chain's answer.
+        seen["operator_r1"] = gpu_mode_result(env, "r1")
+        seen["qwen_in_operator_r1"] = chat(lab, "vllm-qwen")
+        time.sleep(IDLE + 12)  # past the idle time plus the switcher's check interval
+        seen["kept"] = mode_of(lab)
+        seen["events"] = switch_events(lab)
+        seen["back"] = gpu_mode_result(env, "ml")
+        yield seen
+    finally:
+        lab.stop()
+
+
+def test_the_first_request_is_answered_by_vllm_r1_within_the_load_time_plus_2_s(on_demand):
+    status, seconds, answered, dummy = on_demand["first"]
+    assert (status, answered) == (200, "vllm-r1"), on_demand["first"]
+    [switch] = on_demand["after_first"]
+    assert (switch["from"], switch["to"], switch["result"]) == ("ml", "r1", "switched")
+    assert switch["by"].split("@")[1].startswith("gpu-mode-switcher-"), switch["by"]
+    # The load: the switch's rollout, vLLM's pod replaced and R1 loaded (the profile's 90 s, scaled).
+    assert R1_LOAD <= switch["seconds"]["rollout"] and seconds <= switch["seconds"]["rollout"] + 2, (
+        seconds, switch["seconds"])
+
+
+def test_twenty_concurrent_requests_cause_exactly_one_switch(on_demand):
+    answers = on_demand["concurrent"]
+    assert len(answers) == 20 and [a[:1] + a[2:3] for a in answers] == [(200, "vllm-r1")] * 20, answers
+    switch = on_demand["after_concurrent"][-1]
+    assert (switch["from"], switch["to"], switch["result"]) == ("ml", "r1", "switched")
+
+
+def test_the_switcher_asks_only_what_its_roles_grant(on_demand):
+    with open(str(on_demand["render"] / "gpu-on-demand.yaml")) as handle:
+        objects = [o for o in yaml.safe_load_all(handle) if o]
+    roles = [o for o in objects if o["kind"] in ("Role", "ClusterRole")]
+    asked = [attributes(m, p, q) for m, p, q in on_demand["log"]]
+    assert asked, "the switch went through the API"
+    for request in asked:
+        assert any(rule_allows(rule, request) for role in roles for rule in role["rules"]
+                   if role["kind"] == "ClusterRole" or role["metadata"]["namespace"] == request.get("namespace")), \
+            request
+
+
+def test_no_thrash_within_the_dwell_time(on_demand):
+    status, dummy, answered, dummy_headers = on_demand["qwen_in_dwell"]
+    assert (status, answered) == (200, OLLAMA_MODEL), on_demand["qwen_in_dwell"]
+    assert on_demand["mode_in_dwell"] == ("r1", "on-demand")
+    status, seconds, body, headers = on_demand["r1_in_dwell"]
+    assert status == 503 and 0 < int(headers["retry-after"]) <= DWELL and seconds < 2, on_demand["r1_in_dwell"]
+    assert "it stays at least %ds (inference_gpu_on_demand.min_dwell_seconds)" % DWELL in body["error"]["message"]
+
+
+def test_a_mode_entered_on_demand_returns_to_the_default_when_unused(on_demand):
+    first, back = on_demand["idle"]
+    assert (back["from"], back["to"], back["result"]) == ("r1", "ml", "switched")
+    assert back["by"].split("@")[1].startswith("gpu-mode-switcher-")
+
+
+def test_gaming_and_an_operators_mode_are_kept(on_demand):
+    assert on_demand["gaming"]["changed"] is True
+    status, dummy, body, dummy_headers = on_demand["in_gaming"]
+    assert status == 404, on_demand["in_gaming"]
+    assert body["error"]["message"].startswith(
+        "Model vllm-r1 is not loaded: GPU in gaming mode; on-demand switching is off for gaming; it is served in "
+        "mode 'r1': switch with `ansible-playbook gpu_mode.yml -e mode=r1`")
+    assert on_demand["operator_r1"]["changed"] is True
+    status, dummy, answered, dummy_headers = on_demand["qwen_in_operator_r1"]
+    assert (status, answered) == (200, OLLAMA_MODEL), on_demand["qwen_in_operator_r1"]
+    assert on_demand["kept"] == ("r1", "operator")
+    operator = [(e["to"], e["by"].split("@")[1].startswith("gpu-mode-switcher-")) for e in on_demand["events"][3:]]
+    assert operator == [("gaming", False), ("r1", False)], on_demand["events"]
+    assert on_demand["back"]["changed"] is True
