@@ -112,6 +112,8 @@ class GpuModeSwitch:
                 self.warnings.append("the vLLM Service selected another mode's pods (a switch was stopped "
                                      "midway): it %s %s's again" % ("would select" if check_mode else "selects",
                                                                     target))
+            if self.claim(deployment, check_mode):
+                result["changed"] = True
             if self.params["verify"] and not check_mode:
                 result["verified"] = self.verified_in_place(target, deployment, result)
             self.timings["total"] = round(self.clock() - began, 3)
@@ -165,6 +167,30 @@ class GpuModeSwitch:
                                 % (failure, self.params["lock_duration"]),)
             if result["changed"]:
                 self.record(result, previous, target, failure)
+
+    def claim(self, deployment, check_mode):
+        """An operator asking for the mode a request entered keeps it from now on (no idle return, no
+        request leaves it): only the record of who entered it changes, under the lock. Whether it did."""
+        if self.source != _gpu_mode.OPERATOR or _gpu_mode.mode_setter(deployment)[0] != _gpu_mode.ON_DEMAND:
+            return False
+        mode = self.describe(deployment)["mode"]
+        self.warnings.append("mode %s was entered on demand: %s the operator's, kept until an operator switches"
+                             % (mode, "it would become" if check_mode else "it is now"))
+        if check_mode:
+            return True
+        self.lock()
+        try:
+            current = self.read()  # the switcher may have moved on while we waited for the lock
+            if (self.describe(current)["mode"] != mode
+                    or _gpu_mode.mode_setter(current)[0] != _gpu_mode.ON_DEMAND):
+                self.warnings.pop()
+                return False
+            setter = _gpu_mode.setter_annotation(self.source, self.holder, self.now())
+            self.kube.patch_deployment(self.namespace, self.name,
+                                       {"metadata": {"annotations": {_gpu_mode.SETTER_ANNOTATION: setter}}})
+            return True
+        finally:
+            self.unlock()
 
     def verified_in_place(self, target, deployment, result):
         """verify() of a mode already in place; a failure reports that mode (``result``) as a switch's does."""

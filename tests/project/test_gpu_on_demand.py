@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 import urllib.error
@@ -71,7 +72,10 @@ def on_demand(tmp_path_factory):
     try:
         converge = ansible_playbook("site.yml", "--skip-tags", "verify", "-e", "@%s" % policy, env=env)
         assert converge.returncode == 0, converge.stdout[-3000:]
-        seen = {"render": base / "render"}
+        # The molecule lab scenario proves a whole second site.yml changes nothing; here the two roles this
+        # feature touches, with the policy on.
+        seen = {"render": base / "render", "again": ansible_playbook(
+            "site.yml", "--tags", "litellm,gpu_on_demand", "-e", "@%s" % policy, env=env)}
         ansible_playbook("playbooks/deploy.yml", "--tags", "render", "-e", "render_dir=%s" % seen["render"],
                          "-e", "@%s" % policy, check=True)
         lab.api.request_log = []
@@ -97,6 +101,9 @@ def on_demand(tmp_path_factory):
             thread.join(180)
         seen["concurrent"] = answers
         seen["after_concurrent"] = wait_for(lambda: len(switch_events(lab)) == 3 and switch_events(lab), 60)
+        # The operator asks for the mode a request entered: it is theirs from now on, with no switch.
+        seen["claim"] = gpu_mode_result(env, "r1")
+        seen["claimed"] = mode_of(lab)
         seen["gaming"] = gpu_mode_result(env, "gaming")
         seen["in_gaming"] = chat(lab, "vllm-r1")
         # An operator's r1 is kept too: no idle return, and a request for vllm-qwen gets the chain's answer.
@@ -109,6 +116,12 @@ def on_demand(tmp_path_factory):
         yield seen
     finally:
         lab.stop()
+
+
+def test_applying_the_roles_again_changes_nothing(on_demand):
+    again = on_demand["again"]
+    assert again.returncode == 0 and re.search(r"localhost\s+:.* changed=0 ", again.stdout), again.stdout[-2000:]
+    assert "homelab.inference.manifest : Apply the objects of gpu-on-demand" in again.stdout
 
 
 def test_the_first_request_is_answered_by_vllm_r1_within_the_load_time_plus_2_s(on_demand):
@@ -154,6 +167,14 @@ def test_a_mode_entered_on_demand_returns_to_the_default_when_unused(on_demand):
     first, back = on_demand["idle"]
     assert (back["from"], back["to"], back["result"]) == ("r1", "ml", "switched")
     assert back["by"].split("@")[1].startswith("gpu-mode-switcher-")
+
+
+def test_an_operator_asking_for_the_mode_a_request_entered_keeps_it(on_demand):
+    claim = on_demand["claim"]
+    assert claim["changed"] is True and claim["previous_mode"] == "r1" and claim["verified"], claim
+    assert claim["warnings"] == ["mode r1 was entered on demand: it is now the operator's, kept until an operator "
+                                 "switches"]
+    assert on_demand["claimed"] == ("r1", "operator")
 
 
 def test_gaming_and_an_operators_mode_are_kept(on_demand):

@@ -69,6 +69,10 @@ class StubKube:
         return copy.deepcopy(self.deployment)
 
     def patch_deployment(self, namespace, name, patch):
+        if "spec" not in patch:  # the record of who entered the mode, alone
+            self.events.append(("claim", json.loads(patch["metadata"]["annotations"][_gpu_mode.SETTER_ANNOTATION])))
+            self.deployment["metadata"]["annotations"].update(patch["metadata"]["annotations"])
+            return copy.deepcopy(self.deployment)
         self.events.append(("patch", patch["metadata"]["labels"][_gpu_mode.MODE_LABEL]))
         spec = patch["spec"]
         self.deployment["spec"]["replicas"] = spec["replicas"]

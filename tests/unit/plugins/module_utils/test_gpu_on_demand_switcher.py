@@ -108,7 +108,7 @@ def test_a_request_during_the_switch_is_told_how_long_is_left(rig):
     clock.now += 50
     finish(cluster, switcher)
     # The next switch to r1 is expected to take as long as the last one did.
-    cluster.mode, cluster.source, switcher.read_at = "ml", None, None
+    cluster.mode, cluster.source, switcher.read_at, cluster.release = "ml", None, None, threading.Event()
     switcher.demand("vllm-r1")
     clock.now += 10
     assert switcher.demand("vllm-r1")["switch"]["expected_seconds"] == 90.0

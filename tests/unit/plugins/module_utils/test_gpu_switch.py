@@ -240,3 +240,22 @@ def test_a_rollback_to_a_mode_nobody_recorded_removes_the_record(rig):
 def test_a_record_that_cannot_be_read_counts_as_the_install(text):
     deployment = {"metadata": {"annotations": {_gpu_mode.SETTER_ANNOTATION: text}}}
     assert _gpu_mode.mode_setter(deployment) == ("install", "", None)
+
+
+def test_an_operator_asking_for_a_mode_a_request_entered_keeps_it(rig):
+    switch(rig, "r1", source=_gpu_mode.ON_DEMAND).run(check_mode=False)
+    checked = switch(rig, "r1")
+    assert checked.run(check_mode=True)["changed"] is True
+    assert checked.warnings == ["mode r1 was entered on demand: it would become the operator's, kept until an "
+                                "operator switches"]
+    assert _gpu_mode.mode_setter(rig["kube"].deployment)[0] == "on-demand", "check mode changes nothing"
+    claimed = switch(rig, "r1")
+    result = claimed.run(check_mode=False)
+    assert result["changed"] is True and result["verified"], result
+    assert claimed.warnings == ["mode r1 was entered on demand: it is now the operator's, kept until an operator "
+                                "switches"]
+    assert _gpu_mode.mode_setter(rig["kube"].deployment) == ("operator", "me@host/1", NOW)
+    assert [e[0] for e in rig["events"]].count("patch") == 1, "no rollout, only the record"
+    assert rig["kube"].lease is None or not (rig["kube"].lease.get("spec") or {}).get("holderIdentity")
+    again = switch(rig, "r1")
+    assert again.run(check_mode=False)["changed"] is False and again.warnings == []
