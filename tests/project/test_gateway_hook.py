@@ -6,6 +6,7 @@ import asyncio
 import datetime
 import importlib.util
 import os
+import time
 import types
 
 import pytest
@@ -224,3 +225,23 @@ def test_a_refusal_names_why_and_when(monkeypatch, reason, retry, status, expect
     gateway = hook.InferenceGateway(ON_DEMAND, counters=hook.MemoryCounters())
     assert run(gateway.async_post_call_failure_hook({"model": "vllm-r1"}, outcome, None)) is None, \
         "the failure hook keeps the on-demand answer"
+
+
+def test_a_held_request_ends_with_the_reason_when_its_switch_fails(monkeypatch):
+    failed = dict(SWITCHING, action="refuse", retry_after=280, switch=None, reason=(
+        "the last switch to mode 'r1' failed 20s ago (switch to r1 failed: vLLM exited (OOMKilled); rolled back "
+        "to ml (verified))"))
+    answers = [dict(SWITCHING, hold_seconds=30), SWITCHING, failed]
+    monkeypatch.setattr(hook, "HOLD_ASK_SECONDS", 0.02)
+    monkeypatch.setattr(hook, "HOLD_POLL_SECONDS", 0.01)
+    monkeypatch.setattr(hook, "ask_switcher", lambda url, name: answers.pop(0) if len(answers) > 1 else answers[0])
+    gateway = hook.InferenceGateway(ON_DEMAND, counters=hook.MemoryCounters())
+    monkeypatch.setattr(gateway, "served_by_vllm", lambda api_base: None)
+    began = time.monotonic()
+    with pytest.raises(hook.OnDemandAnswer) as refused:
+        run(gateway.async_pre_call_hook(None, None, {"model": "vllm-r1"}, "completion"))
+    assert time.monotonic() - began < 5
+    assert (refused.value.status_code, refused.value.headers) == (503, {"Retry-After": "280"})
+    assert refused.value.detail == ("Model vllm-r1 is not loaded: the last switch to mode 'r1' failed 20s ago "
+                                    "(switch to r1 failed: vLLM exited (OOMKilled); rolled back to ml (verified)); "
+                                    "retry in 280s.")

@@ -12,6 +12,9 @@ What LiteLLM does not do by itself:
   surviving restarts), else in this process's memory.
 - A clear error for a vLLM model the GPU's current mode does not load: which
   mode serves it, how to switch, what to ask for instead; at once, with 404.
+  With on-demand modes on, gpu-mode-switcher is asked first: the request is
+  held while its mode loads, or answered 503 with Retry-After, or told why the
+  GPU will not switch.
   The model listings leave such a model out, so a client can tell what answers
   now (LiteLLM's async_filter_listed_models).
 - 401 for a wrong key when there is no database (LiteLLM would answer 400
@@ -148,6 +151,7 @@ class RedisCounters:
 
 # On-demand modes: a held request asks vLLM whether it serves the model this often.
 HOLD_POLL_SECONDS = 0.5
+HOLD_ASK_SECONDS = 2.0  # and asks gpu-mode-switcher again this often, to learn of a failed switch
 REPLY_HEADER = "x-inference-on-demand"  # hold | retry: what a request gets while its mode loads
 REPLIES = ("hold", "retry")
 
@@ -292,10 +296,7 @@ class InferenceGateway(CustomLogger):
         if answer.get("action") == "refuse":
             if chain:
                 return  # its fallbacks answer
-            headers = {"Retry-After": str(retry)} if retry else None
-            raise OnDemandAnswer(status_code=503 if retry else 404, headers=headers, detail="Model %s is not loaded: "
-                                 "%s; %s." % (model, answer.get("reason"), "retry in %ds" % retry if retry
-                                              else self.where_served(model)))
+            raise self.refusal(model, answer)
         reply = requested_reply(data) or (None if chain else answer.get("reply"))
         switch = answer.get("switch") or {}
         progress = "the GPU is switching to mode '%s' for it (%ss of about %ss)" % (
@@ -305,16 +306,30 @@ class InferenceGateway(CustomLogger):
         if reply == "retry":
             raise OnDemandAnswer(status_code=503, headers={"Retry-After": str(retry or 1)}, detail=(
                 "Model %s is loading: %s; retry in %ds." % (model, progress, retry or 1)))
-        deadline = time.monotonic() + float(answer.get("hold_seconds") or 0)
+        began = time.monotonic()
+        deadline, asked = began + float(answer.get("hold_seconds") or 0), began
         while True:
             served = await loop.run_in_executor(None, self.served_by_vllm, entry["api_base"])
             if served and model in served and not self.watchdog.dead(entry["api_base"]):
                 return
             if time.monotonic() >= deadline:
                 break
+            if time.monotonic() - asked >= HOLD_ASK_SECONDS:
+                # A switch that failed (and rolled back) ends the hold with its reason, not at the deadline.
+                asked, again = time.monotonic(), await loop.run_in_executor(None, ask_switcher, settings["url"], model)
+                if again and again.get("action") == "refuse":
+                    raise self.refusal(model, again)
             await asyncio.sleep(HOLD_POLL_SECONDS)
         raise OnDemandAnswer(status_code=503, headers={"Retry-After": str(retry or 1)}, detail=(
             "Model %s is still loading after %ss: %s; retry later." % (model, answer.get("hold_seconds"), progress)))
+
+    def refusal(self, model, answer):
+        """The switcher's refusal as the client's answer: 503 with Retry-After when a later request could
+        succeed, else 404 with the command to switch by hand."""
+        retry = answer.get("retry_after")
+        when = "retry in %ds" % retry if retry else self.where_served(model)
+        return OnDemandAnswer(status_code=503 if retry else 404, headers={"Retry-After": str(retry)} if retry else None,
+                              detail="Model %s is not loaded: %s; %s." % (model, answer.get("reason"), when))
 
     # -- a vLLM model the current GPU mode does not load ----------------------
 
