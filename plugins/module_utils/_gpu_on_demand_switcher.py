@@ -75,13 +75,15 @@ class Switcher:
         return _gpu_on_demand.GpuState(mode, source, by, at.timestamp() if at else None,
                                        self.switching["to"] if self.switching else None)
 
-    def demand(self, model):
-        """The answer to a request for ``model``: a dict for the gateway (see answer())."""
+    def demand(self, model, dry_run=False):
+        """The answer to a request for ``model``: a dict for the gateway (see answer()). ``dry_run``: what a
+        request would get, for a listing of the models; nothing is recorded or started."""
         with self.lock:
             now = self.clock()
             state = self.gpu_state()
-            for mode in _gpu_on_demand.serving_modes(model, self.modes):
-                self.last_demand[mode] = now
+            if not dry_run:
+                for mode in _gpu_on_demand.serving_modes(model, self.modes):
+                    self.last_demand[mode] = now
             decision = _gpu_on_demand.decide(self.policy, self.modes, self.default_mode, state, model, now)
             if decision.action == "switch" and self.switching is None:
                 failed = self.failed.get(decision.target)
@@ -90,7 +92,7 @@ class Switcher:
                     reason = "the last switch to mode '%s' failed %ds ago (%s)" % (
                         decision.target, now - failed[0], failed[1])
                     decision = decision._replace(action="refuse", retry_after=int(wait + 0.999), reason=reason)
-                else:
+                elif not dry_run:
                     self.start(decision.target, now, state.mode)
             return self.answer(decision, state, now)
 
@@ -183,9 +185,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
             body = json.loads(self.rfile.read(length) or b"null")
         except ValueError:
             body = None
-        if not isinstance(body, dict) or not isinstance(body.get("model"), str) or not body["model"]:
-            return self.answer(400, {"error": 'the body must be JSON {"model": "<a model name>"}'})
-        return self.call(self.server.switcher.demand, body["model"])
+        if (not isinstance(body, dict) or not isinstance(body.get("model"), str) or not body["model"]
+                or not isinstance(body.get("dry_run", False), bool)):
+            return self.answer(400, {"error": 'the body must be JSON {"model": "<a model name>"} (and "dry_run": '
+                                              'true to ask what a request would get)'})
+        return self.call(self.server.switcher.demand, body["model"], body.get("dry_run", False))
 
     def call(self, method, *args):
         try:

@@ -245,3 +245,21 @@ def test_a_held_request_ends_with_the_reason_when_its_switch_fails(monkeypatch):
     assert refused.value.detail == ("Model vllm-r1 is not loaded: the last switch to mode 'r1' failed 20s ago "
                                     "(switch to r1 failed: vLLM exited (OOMKilled); rolled back to ml (verified)); "
                                     "retry in 280s.")
+
+
+@pytest.mark.parametrize("answer, listed", [
+    (SWITCHING, ["default", "vllm-r1", "vllm-qwen", "groq/x"]),
+    (dict(SWITCHING, action="refuse", retry_after=200, reason="GPU in ml mode for 100s"),
+     ["default", "vllm-r1", "vllm-qwen", "groq/x"]),
+    (dict(SWITCHING, action="refuse", retry_after=None, reason="GPU in gaming mode"),
+     ["default", "vllm-qwen", "groq/x"]),
+    (None, ["default", "vllm-qwen", "groq/x"]),
+], ids=["would switch", "after the dwell", "never on demand", "no switcher"])
+def test_on_demand_the_listings_show_a_model_a_request_would_switch_to(monkeypatch, answer, listed):
+    gateway = hook.InferenceGateway(ON_DEMAND, counters=hook.MemoryCounters())
+    asked = []
+    monkeypatch.setattr(gateway, "served_by_vllm", lambda api_base: ["vllm-qwen"])
+    monkeypatch.setattr(hook, "ask_switcher", lambda url, name, timeout=2.0, dry_run=False: asked.append(
+        (name, dry_run)) or answer)
+    assert run(gateway.async_filter_listed_models(None, ("default", "vllm-r1", "vllm-qwen", "groq/x"))) == listed
+    assert asked == [("vllm-r1", True)], "only what vLLM does not serve, and without starting a switch"

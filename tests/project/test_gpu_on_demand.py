@@ -48,6 +48,16 @@ def chat(lab, model, headers=None, timeout=120):
         return err.code, time.monotonic() - began, json.loads(err.read() or b"{}"), dict(err.headers)
 
 
+def listed(lab):
+    """The model ids LiteLLM's /v1/models lists now."""
+    with open(os.path.join(lab.state_dir, "secrets", "litellm_master_key")) as handle:
+        key = "sk-" + handle.read().strip()
+    address = lab.store.get("services", "ml", "litellm")["spec"]["clusterIP"]
+    request = urllib.request.Request("http://%s:4000/v1/models" % address, headers={"Authorization": "Bearer " + key})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return sorted(m["id"] for m in json.load(response)["data"])
+
+
 def switch_events(lab):
     """The switch records on the vLLM Deployment's Events, oldest first."""
     events = sorted(lab.store.list("events", "ml"), key=lambda e: e["metadata"]["name"])
@@ -78,6 +88,7 @@ def on_demand(tmp_path_factory):
             "site.yml", "--tags", "litellm,gpu_on_demand", "-e", "@%s" % policy, env=env)}
         ansible_playbook("playbooks/deploy.yml", "--tags", "render", "-e", "render_dir=%s" % seen["render"],
                          "-e", "@%s" % policy, check=True)
+        seen["listed_in_ml"] = listed(lab)  # a request for vllm-r1 would switch: it is listed
         lab.api.request_log = []
         # The first request for vllm-r1, the GPU in ml: held while the one switch loads r1.
         seen["first"] = chat(lab, "vllm-r1")
@@ -106,6 +117,7 @@ def on_demand(tmp_path_factory):
         seen["claimed"] = mode_of(lab)
         seen["gaming"] = gpu_mode_result(env, "gaming")
         seen["in_gaming"] = chat(lab, "vllm-r1")
+        seen["listed_in_gaming"] = listed(lab)
         # An operator's r1 is kept too: no idle return, and a request for vllm-qwen gets the chain's answer.
         seen["operator_r1"] = gpu_mode_result(env, "r1")
         seen["qwen_in_operator_r1"] = chat(lab, "vllm-qwen")
@@ -184,6 +196,7 @@ def test_gaming_and_an_operators_mode_are_kept(on_demand):
     assert body["error"]["message"].startswith(
         "Model vllm-r1 is not loaded: GPU in gaming mode; on-demand switching is off for gaming; it is served in "
         "mode 'r1': switch with `ansible-playbook gpu_mode.yml -e mode=r1`")
+    assert "vllm-r1" in on_demand["listed_in_ml"] and "vllm-r1" not in on_demand["listed_in_gaming"]
     assert on_demand["operator_r1"]["changed"] is True
     status, dummy, answered, dummy_headers = on_demand["qwen_in_operator_r1"]
     assert (status, answered) == (200, OLLAMA_MODEL), on_demand["qwen_in_operator_r1"]

@@ -160,9 +160,11 @@ class OnDemandAnswer(HTTPException):
     """The gateway's own answer to a request for a model of another GPU mode (kept as it is)."""
 
 
-def ask_switcher(url, model, timeout=2.0):
-    """gpu-mode-switcher's answer for ``model`` (a dict), or None when it gives none."""
-    request = urllib.request.Request(url.rstrip("/") + "/v1/demand", data=json.dumps({"model": model}).encode(),
+def ask_switcher(url, model, timeout=2.0, dry_run=False):
+    """gpu-mode-switcher's answer for ``model`` (a dict), or None when it gives none. ``dry_run``: what a
+    request would get; nothing is started."""
+    body = {"model": model, "dry_run": True} if dry_run else {"model": model}
+    request = urllib.request.Request(url.rstrip("/") + "/v1/demand", data=json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json"}, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -348,8 +350,9 @@ class InferenceGateway(CustomLogger):
 
     async def async_filter_listed_models(self, user_api_key_dict, model_names):
         """/v1/models, /v1/models/{id} and /model/info list what answers now: a vLLM model outside the
-        chain only while vLLM serves it (else it would get the 404 above); a chain model always, as its
-        fallbacks answer; every other model as it is."""
+        chain only while vLLM serves it (else it would get the 404 above), or, with on-demand modes, while
+        a request for it would switch the GPU (gpu-mode-switcher asked without starting anything); a chain
+        model always, as its fallbacks answer; every other model as it is."""
         direct = {name: self.models[name]["api_base"] for name in model_names if gpu_only(self.models.get(name))}
         if not direct:
             return model_names
@@ -357,7 +360,16 @@ class InferenceGateway(CustomLogger):
         served = {}
         for api_base in set(direct.values()):
             served[api_base] = await loop.run_in_executor(None, self.served_by_vllm, api_base) or []
-        return [name for name in model_names if name not in direct or name in served[direct[name]]]
+        listed = [name for name in model_names if name not in direct or name in served[direct[name]]]
+        settings = self.settings.get("on_demand")
+        if settings:
+            # On demand, a model a request would switch the GPU to (now, or after the dwell) answers too.
+            for name in [n for n in model_names if n not in listed]:
+                answer = await loop.run_in_executor(None, ask_switcher, settings["url"], name, 2.0, True)
+                if answer and (answer.get("action") != "refuse" or answer.get("retry_after")):
+                    listed.append(name)
+            listed = [name for name in model_names if name in listed]
+        return listed
 
     @staticmethod
     def served_by_vllm(api_base):

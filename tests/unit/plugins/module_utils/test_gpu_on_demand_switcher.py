@@ -115,6 +115,13 @@ def test_a_request_during_the_switch_is_told_how_long_is_left(rig):
     finish(cluster, switcher)
 
 
+def test_a_dry_run_says_what_a_request_would_get_and_changes_nothing(rig):
+    clock, cluster, switcher = rig
+    answer = switcher.demand("vllm-r1", dry_run=True)
+    assert (answer["action"], answer["target"], answer["switch"]) == ("switch", "r1", None)
+    assert switcher.switching is None and switcher.last_demand == {} and cluster.runs == []
+
+
 def test_the_deployment_is_read_at_most_once_a_second(rig):
     clock, cluster, switcher = rig
     for dummy in range(5):
@@ -199,7 +206,8 @@ def test_the_http_face(rig):
         status, answer = request(server, "POST", "/v1/demand", json.dumps({"model": "vllm-qwen"}))
         assert status == 200 and answer["action"] == "serve" and answer["mode"] == "ml"
         assert request(server, "POST", "/v1/demand", "{") == (
-            400, {"error": 'the body must be JSON {"model": "<a model name>"}'})
+            400, {"error": 'the body must be JSON {"model": "<a model name>"} (and "dry_run": true to ask what a '
+                           'request would get)'})
         status, state = request(server, "GET", "/v1/state")
         assert status == 200 and (state["mode"], state["source"], state["switching"]) == ("ml", "install", None)
 
