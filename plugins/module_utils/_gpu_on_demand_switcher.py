@@ -43,7 +43,7 @@ class InClusterApi(_kube_incluster.InClusterApi):
 
 class Switcher:
     """The on-demand rules over the cluster's state. ``read_deployment()`` gives the vLLM Deployment
-    (or raises SwitcherError); ``run_switch(target)`` makes one whole switch, raising on failure."""
+    (or raises SwitcherError); ``run_switch(target, quiet)`` makes one whole switch, raising on failure."""
 
     def __init__(self, read_deployment, run_switch, policy, modes, default_mode, container="vllm",
                  clock=time.time, log=None, settle=_gpu_mode_run.DEFAULTS["drain_settle"]):
