@@ -21,7 +21,7 @@ from ansible_collections.homelab.inference.plugins.module_utils import _gpu_mode
 from ansible_collections.homelab.inference.plugins.module_utils._api_errors import KubeError
 from ansible_collections.homelab.inference.plugins.module_utils._gpu_mode_rights import ROLE as RIGHTS_ROLE
 from ansible_collections.homelab.inference.plugins.module_utils._gpu_switch import SwitchFailed
-from ansible_collections.homelab.inference.plugins.module_utils._kube_rest import KubeRest, RestEndpoint
+from ansible_collections.homelab.inference.plugins.module_utils._kube_rest import KubeRest, switch_endpoints
 
 CONFIG = "/etc/homelab-inference/gpu-mode.json"
 
@@ -128,13 +128,7 @@ def main(argv=None, out=None, err=None):
         say(err, "gpu-mode: warning: no LiteLLM key configured (gpu_mode_host_litellm_api_key): the fallback tier "
                  "is not warmed and the gateway not checked")
         params["litellm_service"] = ""
-    vllm = RestEndpoint(api, params["namespace"], params["vllm_service"], params["vllm_port"],
-                        rights_role=RIGHTS_ROLE)
-    litellm = RestEndpoint(api, params["litellm_namespace"], params["litellm_service"], params["litellm_port"],
-                           rights_role=RIGHTS_ROLE) if params["litellm_service"] else None
-
-    def vllm_pod(pod):
-        return RestEndpoint(api, params["namespace"], pod, params["vllm_port"], rights_role=RIGHTS_ROLE, kind="pods")
+    vllm, litellm, vllm_pod = switch_endpoints(api, params, RIGHTS_ROLE)
 
     def warn(message):
         say(err, "gpu-mode: warning: %s" % message)

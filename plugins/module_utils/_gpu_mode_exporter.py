@@ -23,7 +23,6 @@ import urllib.parse
 
 from ansible_collections.homelab.inference.plugins.module_utils import _gpu_mode, _gpu_mode_metrics, _kube_incluster
 from ansible_collections.homelab.inference.plugins.module_utils._kube_incluster import InClusterError
-from ansible_collections.homelab.inference.plugins.module_utils._kube_rest import status_line
 
 CONFIG = "/etc/gpu-mode-exporter/config.json"
 ROLE = "homelab.inference.gpu_monitoring"
@@ -56,17 +55,7 @@ class Exporter:
         self.lock = threading.Lock()
 
     def read(self, doing, path):
-        status, text, dummy = self.api.raw("GET", path, headers={"Accept": "application/json"})
-        if status == 200:
-            try:
-                return json.loads(text)
-            except ValueError:
-                raise ExporterError("%s: the API server at %s answered 200 with no JSON: %s"
-                                    % (doing, self.api.host, " ".join(text.split())[:120]))
-        if status == 404:
-            return None
-        hint = "; the role %s grants the exporter's rights" % ROLE if status in (401, 403) else ""
-        raise ExporterError("%s: %s%s" % (doing, status_line(status, text), hint))
+        return _kube_incluster.read_json(self.api, doing, path, "the role %s grants the exporter's rights" % ROLE)
 
     def collect(self):
         """The exposition text now; ExporterError when the API cannot be read."""
@@ -75,16 +64,13 @@ class Exporter:
         with self.lock:
             if renew:
                 renew()
-            try:
-                deployment = self.read("reading Deployment %s/%s" % (namespace, name),
-                                       "/apis/apps/v1/namespaces/%s/deployments/%s" % (namespace, name))
-                selector = "involvedObject.kind=Deployment,involvedObject.name=%s,source=%s" % (
-                    name, _gpu_mode.EVENT_SOURCE)
-                events = self.read("listing the Events of Deployment %s/%s" % (namespace, name),
-                                   "/api/v1/namespaces/%s/events?%s" % (
-                                       namespace, urllib.parse.urlencode({"fieldSelector": selector})))
-            except OSError as err:
-                raise ExporterError("the API server at %s does not answer: %s" % (self.api.host, err))
+            deployment = self.read("reading Deployment %s/%s" % (namespace, name),
+                                   "/apis/apps/v1/namespaces/%s/deployments/%s" % (namespace, name))
+            selector = "involvedObject.kind=Deployment,involvedObject.name=%s,source=%s" % (
+                name, _gpu_mode.EVENT_SOURCE)
+            events = self.read("listing the Events of Deployment %s/%s" % (namespace, name),
+                               "/api/v1/namespaces/%s/events?%s" % (
+                                   namespace, urllib.parse.urlencode({"fieldSelector": selector})))
             self.metrics.observe((events or {}).get("items") or [])
             current = _gpu_mode.mode_of_deployment(deployment, self.config["modes"], self.config.get("container"))
             return _gpu_mode_metrics.render(self.metrics, list(self.config["modes"]), current)

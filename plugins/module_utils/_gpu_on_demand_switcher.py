@@ -24,7 +24,7 @@ import time
 from ansible_collections.homelab.inference.plugins.module_utils import (
     _gpu_mode, _gpu_mode_run, _gpu_on_demand, _kube_incluster)
 from ansible_collections.homelab.inference.plugins.module_utils._kube_incluster import InClusterError
-from ansible_collections.homelab.inference.plugins.module_utils._kube_rest import RestEndpoint, status_line
+from ansible_collections.homelab.inference.plugins.module_utils._kube_rest import switch_endpoints
 
 CONFIG = "/etc/gpu-mode-switcher/config.json"
 ROLE = "homelab.inference.gpu_on_demand"
@@ -194,7 +194,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def call(self, method, *args):
         try:
             return self.answer(200, method(*args))
-        except SwitcherError as err:  # the gateway then answers as it would without the switcher
+        except InClusterError as err:  # the gateway then answers as it would without the switcher
             self.log_message("%s", err)
             return self.answer(503, {"error": str(err)})
 
@@ -250,27 +250,15 @@ def in_cluster(api, config, log):
 
     def read_deployment():
         api.renew_token()
-        path = "/apis/apps/v1/namespaces/%s/deployments/%s" % (params["namespace"], params["deployment"])
-        try:
-            status, text, dummy = api.raw("GET", path, headers={"Accept": "application/json"})
-        except OSError as err:
-            raise SwitcherError("the API server at %s does not answer: %s" % (api.host, err))
-        if status != 200:
-            hint = "; the role %s grants the switcher's rights" % ROLE if status in (401, 403) else ""
-            raise SwitcherError("reading Deployment %s/%s: %s%s" % (
-                params["namespace"], params["deployment"], status_line(status, text), hint))
-        try:
-            return json.loads(text)
-        except ValueError:
-            raise SwitcherError("reading Deployment %s/%s: the API server answered 200 with no JSON"
-                                % (params["namespace"], params["deployment"]))
+        where = "Deployment %s/%s" % (params["namespace"], params["deployment"])
+        deployment = _kube_incluster.read_json(
+            api, "reading " + where, "/apis/apps/v1/namespaces/%s/deployments/%s" % (
+                params["namespace"], params["deployment"]), "the role %s grants the switcher's rights" % ROLE)
+        if deployment is None:
+            raise SwitcherError("%s not found: run site.yml first (role homelab.inference.vllm)" % where)
+        return deployment
 
-    vllm = RestEndpoint(api, params["namespace"], params["vllm_service"], params["vllm_port"], rights_role=ROLE)
-    litellm = RestEndpoint(api, params["litellm_namespace"], params["litellm_service"], params["litellm_port"],
-                           rights_role=ROLE) if params["litellm_service"] and params["litellm_api_key"] else None
-
-    def vllm_pod(pod):
-        return RestEndpoint(api, params["namespace"], pod, params["vllm_port"], rights_role=ROLE, kind="pods")
+    vllm, litellm, vllm_pod = switch_endpoints(api, params, ROLE)
 
     def run_switch(target, quiet):
         api.renew_token()

@@ -6,9 +6,10 @@ switcher) reaches it with its ServiceAccount: standard library only."""
 
 from __future__ import annotations
 
+import json
 import os
 
-from ansible_collections.homelab.inference.plugins.module_utils._kube_rest import KubeRest
+from ansible_collections.homelab.inference.plugins.module_utils._kube_rest import KubeRest, status_line
 
 # What the kubelet mounts for a pod's ServiceAccount (client-go rest.InClusterConfig reads the same).
 ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -47,3 +48,22 @@ class InClusterApi(KubeRest):
         except OSError as err:
             raise InClusterError("the ServiceAccount token cannot be read (%s): keep automountServiceAccountToken on"
                                  % (err.strerror or err))
+
+
+def read_json(api, doing, path, rights_hint):
+    """GET ``path`` (``api``: a KubeRest) as JSON, or None when it is not there (404); anything else is
+    an InClusterError of one line, starting with ``doing``, ending with ``rights_hint`` on 401 and 403."""
+    try:
+        status, text, dummy = api.raw("GET", path, headers={"Accept": "application/json"})
+    except OSError as err:
+        raise InClusterError("the API server at %s does not answer: %s" % (api.host, err))
+    if status == 200:
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise InClusterError("%s: the API server at %s answered 200 with no JSON: %s"
+                                 % (doing, api.host, " ".join(text.split())[:120]))
+    if status == 404:
+        return None
+    raise InClusterError("%s: %s%s" % (doing, status_line(status, text),
+                                       "; %s" % rights_hint if status in (401, 403) else ""))

@@ -111,3 +111,15 @@ class RestEndpoint(Endpoint):
         except OSError as err:
             raise ServiceError("cannot reach the Kubernetes API at %s for %s: %s; check the API server address"
                                % (self.api.host, self.label, err))
+
+
+def switch_endpoints(api, params, rights_role):
+    """(vLLM's Service, LiteLLM's or None without a key, pod name -> that vLLM pod) of a switch's
+    ``params``, each reached through ``api``'s service proxy."""
+    vllm = RestEndpoint(api, params["namespace"], params["vllm_service"], params["vllm_port"], rights_role=rights_role)
+    litellm = RestEndpoint(api, params["litellm_namespace"], params["litellm_service"], params["litellm_port"],
+                           rights_role=rights_role) if params["litellm_service"] and params["litellm_api_key"] else None
+
+    def vllm_pod(pod):
+        return RestEndpoint(api, params["namespace"], pod, params["vllm_port"], rights_role=rights_role, kind="pods")
+    return vllm, litellm, vllm_pod

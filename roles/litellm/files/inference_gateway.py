@@ -300,11 +300,11 @@ class InferenceGateway(CustomLogger):
                 return  # its fallbacks answer
             raise self.refusal(model, answer)
         reply = requested_reply(data) or (None if chain else answer.get("reply"))
+        if reply is None:
+            return
         switch = answer.get("switch") or {}
         progress = "the GPU is switching to mode '%s' for it (%ss of about %ss)" % (
             switch.get("to"), switch.get("elapsed_seconds"), switch.get("expected_seconds"))
-        if reply is None:
-            return
         if reply == "retry":
             raise OnDemandAnswer(status_code=503, headers={"Retry-After": str(retry or 1)}, detail=(
                 "Model %s is loading: %s; retry in %ds." % (model, progress, retry or 1)))
