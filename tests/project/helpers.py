@@ -9,10 +9,10 @@ import os
 import subprocess
 
 import pytest
-import yaml
 from ansible.module_utils.testing import patch_module_args
 
 from lab import ROOT
+from testkit.kube_access import lab_endpoint, service_account_token
 from testkit.playbook import ansible_playbook as run_playbook
 
 
@@ -36,14 +36,17 @@ def ansible_playbook(*args, env=None, check=False):
 HOST_PATH = "/usr/bin:/bin"
 
 
-def install_gpu_mode_host(root, state_dir, env, *extra):
+def install_gpu_mode_host(root, state_dir, env, *extra, token=None):
     """The gpu_mode_host role into ``root`` (bin/, lib/, etc/) as on the GPU worker, talking to the lab of
-    ``state_dir``; the systemd unit is left to the gpu_worker scenario, which has systemd."""
-    with open(os.path.join(state_dir, "kubeconfig")) as handle:
-        server = yaml.safe_load(handle)["clusters"][0]["cluster"]["server"]
+    ``state_dir`` over TLS with a token of the gpu-mode ServiceAccount (the gpu_mode_access role's); the
+    systemd unit is left to the gpu_worker scenario, which has systemd. ``token``: the one to install (each
+    TokenRequest makes a new one), else a new one."""
+    server, ca_file = lab_endpoint(state_dir)
+    token = token or service_account_token(state_dir, "ml", "gpu-mode")
     return ansible_playbook(
         "tests/project/playbooks/gpu_mode_host.yml", "--skip-tags", "gpu_mode_host_systemd",
-        "-e", "gpu_mode_host_api_server=%s" % server, "-e", "gpu_mode_host_token=a-gpu-mode-sa-token",
+        "-e", "gpu_mode_host_api_server=%s" % server, "-e", "gpu_mode_host_ca_file=%s" % ca_file,
+        "-e", "gpu_mode_host_token=%s" % token,
         "-e", "gpu_mode_host_command=%s" % os.path.join(str(root), "bin", "gpu-mode"),
         "-e", "gpu_mode_host_lib_dir=%s" % os.path.join(str(root), "lib"),
         "-e", "gpu_mode_host_config_dir=%s" % os.path.join(str(root), "etc"), *extra,

@@ -2,21 +2,19 @@
 
 The lab is converged with site.yml, then gpu_mode.yml runs through every path
 of a switch (status, check mode, a verified no-op, a crashed run's lock taken
-over, ml -> r1 -> gaming -> ml, a failed load rolled back) while the lab's API
-records each request. Every request must be allowed by the objects the
-gpu_mode_access role renders, decided as kube-apiserver's RBAC authorizer
-decides; and every rule, each of its verbs and names, must have been needed.
-
-The lab does not authenticate or authorise requests yet, so this is how the
-rights are proven sufficient and minimal."""
+over, ml -> r1 -> gaming -> ml, a failed load rolled back) with a kubeconfig
+of the gpu-mode ServiceAccount, which the lab authenticates and authorises by
+RBAC (tools/lab/api/rbac.py, held to Kubernetes' semantics by
+test_lab_rbac.py): the rights are enough. The lab's API records each request,
+and every rule the gpu_mode_access role renders, each of its verbs and names,
+must have been needed: the rights are no more than enough. With one rule taken
+away, the switch fails with the 403 line naming the right."""
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import os
 import re
-import urllib.parse
 
 import pytest
 import yaml
@@ -24,59 +22,15 @@ import yaml
 from ansible_collections.homelab.inference.plugins.module_utils import _gpu_mode_rights
 from ansible_collections.homelab.inference.plugins.modules import gpu_mode
 from helpers import ansible_playbook, gpu_mode_host, install_gpu_mode_host
+from lab.api.rbac import BOOTSTRAP_ROLES, attributes, rule_allows
 from lab_fixture import start_lab
+from testkit.kube_access import service_account_token, token_kubeconfig
 
 SUBJECT = {"kind": "ServiceAccount", "name": "gpu-mode", "namespace": "ml"}
-# Kubernetes' default system:discovery ClusterRole, bound to every authenticated user.
-DISCOVERY_URLS = ("/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/openapi", "/openapi/*", "/readyz",
-                  "/version", "/version/")
-# kube-apiserver's verb for a resource request (Kubernetes docs, "Authorization: Determine the Request
-# Verb"; k8s.io/apiserver/pkg/endpoints/request/requestinfo.go): a subresource such as services/proxy
-# takes its HTTP method's verb too.
-HTTP_VERBS = {"POST": "create", "GET": "get", "HEAD": "get", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 EXPIRED_LEASE = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                  "metadata": {"name": "gpu-mode", "namespace": "ml"},
                  "spec": {"holderIdentity": "crashed@host/1", "leaseDurationSeconds": 60,
                           "acquireTime": "2020-01-01T00:00:00.000000Z", "renewTime": "2020-01-01T00:00:00.000000Z"}}
-
-
-def attributes(method, path, query=""):
-    """The RBAC attributes of a request, derived as kube-apiserver derives them (requestinfo.go)."""
-    parts = [p for p in urllib.parse.unquote(path).strip("/").split("/")]  # Go routes on the decoded path
-    non_resource = {"resource": False, "verb": method.lower(), "path": urllib.parse.unquote(path)}
-    if len(parts) < 3 or parts[0] not in ("api", "apis") or (parts[0] == "apis" and len(parts) < 4):
-        return non_resource
-    group, rest = ("", parts[2:]) if parts[0] == "api" else (parts[1], parts[3:])
-    assert rest[0] not in ("watch", "proxy"), "verb-in-path requests are deprecated: %s" % path
-    verb = HTTP_VERBS[method]
-    namespace = ""
-    if rest[0] == "namespaces" and len(rest) > 1:
-        namespace = rest[1]
-        if len(rest) > 2 and rest[2] not in ("status", "finalize"):
-            rest = rest[2:]
-    resource = rest[0]
-    name = rest[1] if len(rest) > 1 else ""
-    subresource = rest[2] if len(rest) > 2 else ""
-    params = urllib.parse.parse_qs(query)
-    if not name and verb == "get":
-        verb = "watch" if params.get("watch", ["false"])[0].lower() not in ("false", "0") else "list"
-        selector = params.get("fieldSelector", [""])[0]
-        if selector.startswith("metadata.name=") and "," not in selector:
-            name = selector.split("=", 1)[1]
-    if not name and verb == "delete":
-        verb = "deletecollection"
-    return {"resource": True, "verb": verb, "group": group, "resource_name": resource, "subresource": subresource,
-            "namespace": namespace, "name": name}
-
-
-def rule_allows(rule, request):
-    """k8s.io/kubernetes/plugin/pkg/auth/authorizer/rbac: RuleAllows for a resource request."""
-    combined = request["resource_name"] + ("/" + request["subresource"] if request["subresource"] else "")
-    return ((request["verb"] in rule["verbs"] or "*" in rule["verbs"])
-            and (request["group"] in rule["apiGroups"] or "*" in rule["apiGroups"])
-            and any(r in (combined, "*") or (request["subresource"] and r == "*/" + request["subresource"])
-                    for r in rule["resources"])
-            and (not rule.get("resourceNames") or request["name"] in rule["resourceNames"]))
 
 
 def grants(objects):
@@ -101,7 +55,8 @@ def allowed_by(granted, request):
 
 
 def discovery_allows(request):
-    return request["verb"] == "get" and any(fnmatch.fnmatchcase(request["path"], url) for url in DISCOVERY_URLS)
+    """Kubernetes' default system:discovery ClusterRole, bound to every authenticated user."""
+    return any(rule_allows(rule, request) for rule in BOOTSTRAP_ROLES["system:discovery"])
 
 
 @pytest.fixture(scope="module")
@@ -114,12 +69,12 @@ def shipped(tmp_path_factory):
         return [o for o in yaml.safe_load_all(handle) if o]
 
 
-def host_command_runs(base, lab, env):
-    """The gpu_mode_host role installed into a directory, then its gpu-mode command run as on the GPU
-    worker through each path of a switch."""
+def host_command_runs(base, lab, env, token):
+    """The gpu_mode_host role installed into a directory with ``token``, then its gpu-mode command run as on
+    the GPU worker through each path of a switch."""
     root = base / "host"
-    runs = {"install": install_gpu_mode_host(root, lab.state_dir, env),
-            "reinstall": install_gpu_mode_host(root, lab.state_dir, env), "root": root}
+    runs = {"install": install_gpu_mode_host(root, lab.state_dir, env, token=token),
+            "reinstall": install_gpu_mode_host(root, lab.state_dir, env, token=token), "root": root}
     runs["status"] = gpu_mode_host(root, "status")
     runs["check"] = gpu_mode_host(root, "r1", "--check")
     runs["r1"] = gpu_mode_host(root, "r1", "--json")
@@ -130,6 +85,20 @@ def host_command_runs(base, lab, env):
     lab.faults["fail_models"].pop("vllm-r1")
     runs["after"] = gpu_mode_host(root, "status")
     return runs
+
+
+def without_rule(lab, resource, run):
+    """``run()``'s result with the gpu-mode Role's rule on ``resource`` taken away, then put back."""
+    role = next(r for r in lab.store.list("roles", "ml")
+                if any(resource in rule.get("resources", []) for rule in r["rules"]) and r["metadata"]["name"]
+                in {b["roleRef"]["name"] for b in lab.store.list("rolebindings", "ml") if SUBJECT in b["subjects"]})
+    kept = role["rules"]
+    lab.store.put("roles", dict(role, rules=[rule for rule in kept if resource not in rule.get("resources", [])]))
+    try:
+        return {"result": run(), "removed": [rule for rule in kept if resource in rule.get("resources", [])],
+                "deployment": lab.store.get("deployments", "ml", "vllm-server")}
+    finally:
+        lab.store.put("roles", dict(lab.store.get("roles", "ml", role["metadata"]["name"]), rules=kept))
 
 
 @pytest.fixture(scope="module")
@@ -145,13 +114,15 @@ def recorded(tmp_path_factory):
            "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"}
 
     def gpu_mode(mode, *extra):
-        result = ansible_playbook("gpu_mode.yml", "-e", "mode=%s" % mode, *extra, env=env)
+        # As the gpu-mode ServiceAccount: the lab refuses what its rights do not allow.
+        result = ansible_playbook("gpu_mode.yml", "-e", "mode=%s" % mode, "-e", "inference_kubeconfig=%s" % scoped,
+                                  *extra, env=env)
         report = json.loads(result.stdout[result.stdout.index("{"):])
         task = next(t for t in report["plays"][0]["tasks"] if t["task"]["name"].startswith("Switch the GPU to"))
         return task["hosts"]["localhost"]
 
+    converge_env = dict(env, ANSIBLE_STDOUT_CALLBACK="default", TMPDIR=str(base / "converge-tmp"))
     try:
-        converge_env = dict(env, ANSIBLE_STDOUT_CALLBACK="default", TMPDIR=str(base / "converge-tmp"))
         # The stack gpu_mode switches (verify.yml's checks are not the point here), then the role again
         # on its own: the molecule lab scenario proves a whole second site.yml changes nothing.
         converge = ansible_playbook("site.yml", "--skip-tags", "verify", "-e", "gpu_mode_access_enabled=true",
@@ -159,6 +130,10 @@ def recorded(tmp_path_factory):
         assert converge.returncode == 0, converge.stdout[-3000:]
         again = ansible_playbook("site.yml", "--tags", "gpu_mode_access", "-e", "gpu_mode_access_enabled=true",
                                  env=converge_env)
+        # Tokens of the gpu-mode ServiceAccount (as `kubectl create token` gets them), before the recording.
+        scoped = token_kubeconfig(lab.state_dir, service_account_token(lab.state_dir, "ml", "gpu-mode"),
+                                  base / "gpu-mode.kubeconfig")
+        host_token = service_account_token(lab.state_dir, "ml", "gpu-mode")
         applied = {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o
                    for plural in ("serviceaccounts", "roles", "rolebindings", "clusterroles", "clusterrolebindings")
                    for o in lab.store.list(plural)}
@@ -178,8 +153,9 @@ def recorded(tmp_path_factory):
         lab.faults["gpu_leak"], lab.gpu_leaks = False, []
         outcomes["freed"] = gpu_mode("gaming")
         outcomes["back"] = gpu_mode("ml")
-        outcomes["host"] = host_command_runs(base, lab, env)
+        outcomes["host"] = host_command_runs(base, lab, env, host_token)
         log, lab.api.request_log = lab.api.request_log, None
+        outcomes["without_lock_rule"] = without_rule(lab, "leases", lambda: gpu_mode("r1"))
         yield {"log": log, "outcomes": outcomes, "again": again, "applied": applied,
                "events": [e["reason"] for e in sorted(lab.store.list("events", "ml"),
                                                        key=lambda e: e["metadata"]["name"])]}
@@ -237,7 +213,7 @@ def test_the_host_command_installs_once_and_keeps_its_credentials_to_root(record
         "gpu-mode.json": "0o644", "gpu-mode.token": "0o600", "gpu-mode.litellm-key": "0o600"}
     config = (etc / "gpu-mode.json").read_text()
     secrets = [(etc / "gpu-mode.token").read_text().strip(), (etc / "gpu-mode.litellm-key").read_text().strip()]
-    assert secrets[0] == "a-gpu-mode-sa-token" and secrets[1].startswith("sk-")
+    assert len(secrets[0]) == 43 and secrets[1].startswith("sk-")  # a TokenRequest's token, the gateway key
     for secret in secrets:
         assert secret not in config and secret not in runs["install"].stdout
     # It ran on the system Python (HOST_PATH); that it needs nothing beyond the standard library is
@@ -270,6 +246,19 @@ def test_the_host_command_switches_as_the_module_does(recorded):
     assert re.fullmatch(r"gpu-mode: switch to r1 failed: pod vllm-server-\S+ .*was OOMKilled \(exit code 137\); "
                         r"rolled back to ml \(verified\)\n", failed.stderr), failed.stderr
     assert runs["after"].stdout == "GPU mode: ml (vllm-qwen), unchanged\n"
+
+
+def test_without_one_rule_the_switch_fails_with_the_403_line_naming_the_right(recorded):
+    removed = recorded["outcomes"]["without_lock_rule"]
+    result = removed["result"]
+    assert result["failed"] is True and removed["removed"], removed
+    assert re.fullmatch(r"reading Lease ml/gpu-mode at https://127\.\d+\.0\.1:\d+: 403 Forbidden for "
+                        r"system:serviceaccount:ml:gpu-mode; "
+                        r'grant get on leases\.coordination\.k8s\.io "gpu-mode" in namespace ml '
+                        r"\(all the rights gpu_mode needs: role homelab\.inference\.gpu_mode_access, "
+                        r"docs/gpu_mode\.md\)", result["msg"]), result["msg"]
+    # Refused before it changed anything: still ml, as before.
+    assert removed["deployment"]["metadata"]["labels"]["homelab.inference/gpu-mode"] == "ml"
 
 
 def test_every_request_is_allowed_by_the_shipped_rules(recorded, shipped):

@@ -38,8 +38,10 @@ def rebooted(tmp_path_factory):
     os.makedirs(str(base / "tmp"))
     env = {"LAB_STATE_DIR": lab.state_dir, "TMPDIR": str(base / "tmp")}
     try:
-        # verify.yml's checks are not the point here (the lab scenario runs them).
-        converge = ansible_playbook("site.yml", "--skip-tags", "verify", env=env)
+        # verify.yml's checks are not the point here (the lab scenario runs them). The host command
+        # switches with the gpu-mode ServiceAccount's rights (gpu_mode_access).
+        converge = ansible_playbook("site.yml", "--skip-tags", "verify", "-e", "gpu_mode_access_enabled=true",
+                                    env=env)
         assert converge.returncode == 0, converge.stdout[-3000:]
         switched = gpu_mode(env, "gaming")
         assert switched["changed"] is True and not switched.get("failed"), switched

@@ -3,6 +3,8 @@ through raw HTTP (status codes and Status bodies) and the real kubernetes client
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from kubernetes import client, config, dynamic
 from kubernetes.client.rest import ApiException
@@ -33,11 +35,7 @@ def lab(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def kube(lab):
-    return dynamic.DynamicClient(config.new_client_from_config_dict({
-        "apiVersion": "v1", "kind": "Config", "current-context": "lab",
-        "clusters": [{"name": "lab", "cluster": {"server": "http://127.0.0.1:%d" % lab.port}}],
-        "contexts": [{"name": "lab", "context": {"cluster": "lab", "user": "lab"}}],
-        "users": [{"name": "lab", "user": {"token": "x"}}]}))
+    return dynamic.DynamicClient(config.new_client_from_config(os.path.join(lab.state_dir, "kubeconfig")))
 
 
 def test_discovery_serves_every_group_version_it_advertises(lab):

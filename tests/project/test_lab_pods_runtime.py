@@ -30,7 +30,7 @@ from lab_probe.client import report
 print(report())
 """
 CLIENT = """
-import hashlib, json, os, ssl, sys, urllib.request
+import hashlib, json, os, ssl, sys, urllib.error, urllib.request
 
 ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 
@@ -38,8 +38,11 @@ ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 def get(base, token, path):
     context = ssl.create_default_context(cafile=os.path.join(ACCOUNT, "ca.crt"))
     request = urllib.request.Request(base + path, headers={"Authorization": "Bearer " + token})
-    with urllib.request.urlopen(request, context=context, timeout=10) as response:
-        return json.load(response)
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=10) as response:
+            return json.load(response)
+    except urllib.error.HTTPError as err:
+        return json.load(err)
 
 
 def report():
@@ -53,6 +56,7 @@ def report():
                   "/api/v1/namespaces/" + namespace)
     return json.dumps({"namespaces": sorted(i["metadata"]["name"] for i in listed["items"]),
                        "by_name": by_name["metadata"]["name"], "namespace": namespace,
+                       "secrets": get(base, token, "/api/v1/namespaces/%s/secrets" % namespace),
                        "token_sha256": hashlib.sha256(token.encode()).hexdigest(),
                        "shipped": sorted(os.listdir("/opt/probe")),
                        "port_https": os.environ["KUBERNETES_SERVICE_PORT_HTTPS"],
@@ -97,7 +101,20 @@ def events(lab, name, reason):
     return call(lab, "GET", "/api/v1/namespaces/%s/events?fieldSelector=%s" % (NS, selector))[1]["items"]
 
 
+# The pod's ServiceAccount may read namespaces, and nothing else: the lab authorises its token by RBAC.
+NAMESPACE_READER = [
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "namespace-reader"},
+     "rules": [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list"]}]},
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+     "metadata": {"name": "namespace-reader"},
+     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "namespace-reader"},
+     "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": NS}]}]
+
+
 def test_a_python_pod_reaches_the_api_over_tls_with_its_token_and_shipped_code(lab):
+    for obj in NAMESPACE_READER:
+        path = "/apis/rbac.authorization.k8s.io/v1/%ss" % obj["kind"].lower()
+        assert call(lab, "POST", path, obj)[0] == 201
     assert call(lab, "POST", CONFIGMAPS, configmap("probe", {"main.py": MAIN, "client.py": CLIENT,
                                                              "unused.txt": "not projected"}))[0] == 201
     volume = {"name": "code", "configMap": {"name": "probe", "items": [
@@ -120,6 +137,9 @@ def test_a_python_pod_reaches_the_api_over_tls_with_its_token_and_shipped_code(l
     seen = json.loads(log(lab, "probe").strip().splitlines()[-1])
     assert NS in seen["namespaces"] and "kube-system" in seen["namespaces"]
     assert (seen["by_name"], seen["namespace"]) == (NS, NS)
+    assert (seen["secrets"]["code"], seen["secrets"]["message"]) == (403, (
+        'secrets is forbidden: User "system:serviceaccount:%s:default" cannot list resource "secrets" in API '
+        'group "" in the namespace "%s"' % (NS, NS)))
     assert seen["shipped"] == ["lab_probe", "main.py"], "only the listed keys, at their paths"
     assert seen["port_https"] == str(lab.api_service[1])
     assert not seen["isolated"], "-I is the lab's to emulate, not to pass on (its hooks would go)"
@@ -132,8 +152,16 @@ def test_a_python_pod_reaches_the_api_over_tls_with_its_token_and_shipped_code(l
 def test_the_api_certificate_is_verified_by_name_and_refused_without_the_ca(lab):
     host, port = lab.api_service
     context = ssl.create_default_context(cafile=lab.ca_file)
-    with urllib.request.urlopen("https://%s:%d/version" % (host, port), context=context, timeout=10) as answer:
+    admin = urllib.request.Request("https://%s:%d/version" % (host, port),
+                                   headers={"Authorization": "Bearer %s" % lab.admin_token})
+    with urllib.request.urlopen(admin, context=context, timeout=10) as answer:
         assert json.load(answer)["gitVersion"].startswith("v1.31")
+    # k3s runs its API server with --anonymous-auth=false: without a token even /version is refused.
+    with pytest.raises(urllib.error.HTTPError) as anonymous:
+        urllib.request.urlopen("https://%s:%d/version" % (host, port), context=context, timeout=10)
+    assert (anonymous.value.code, json.load(anonymous.value)) == (401, {
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": "Unauthorized",
+        "reason": "Unauthorized", "code": 401})
     with pytest.raises(urllib.error.URLError) as refused:
         urllib.request.urlopen("https://%s:%d/version" % (host, port), context=ssl.create_default_context(),
                                timeout=10)

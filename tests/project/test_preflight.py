@@ -4,6 +4,7 @@ connections: there must be none."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import threading
@@ -110,6 +111,33 @@ def test_malformed_catalog_fails_in_preflight_with_one_line(name, tmp_path, api_
     assert failures == [expected], output[-3000:]
     assert "TASK [homelab.inference.catalog : Validate the model catalog]" in result.stdout
     assert connections == [], "the play contacted the cluster before the catalog was valid"
+
+
+FIX = "put a random key in the vault (openssl rand -hex 24 makes one of 48 characters)"
+BAD_KEYS = {
+    "empty master key": ({"litellm_master_key": ""}, "litellm_master_key is empty: " + FIX),
+    "placeholder master key": ({"litellm_master_key": "sk-CHANGE-ME-secret-canary-0451"},
+                               "litellm_master_key is an example placeholder: " + FIX),
+    "short master key": ({"litellm_master_key": "sk-short-secret-canary-0451"},
+                         "litellm_master_key is shorter than 32 characters: " + FIX),
+    "empty client key": ({"paperless_ai_api_key": " "}, "paperless_ai_api_key is empty: " + FIX),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_KEYS))
+def test_an_unusable_key_fails_in_preflight_with_one_line_naming_the_variable_not_the_value(name, api_listener):
+    keys, expected = BAD_KEYS[name]
+    kubeconfig, connections = api_listener
+    result = ansible_playbook("site.yml", "-e", json.dumps(dict(keys, inference_kubeconfig=str(kubeconfig))))
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    prefix = "[ERROR]: Task failed: Action failed: "
+    failures = [line[len(prefix):] for line in output.splitlines() if line.startswith(prefix)]
+    assert failures == [expected], output[-3000:]
+    assert "TASK [homelab.inference.catalog : Check the keys from the vault]" in result.stdout
+    for value in keys.values():
+        assert not value.strip() or value not in output
+    assert connections == [], "the play contacted the cluster with an unusable key"
 
 
 def test_the_shipped_catalog_is_valid():

@@ -20,8 +20,8 @@ from helpers import ROOT, ansible_playbook
 
 KUBERNETES_VERSION = "1.31.0"
 CANARIES = {
-    "litellm_master_key": "sk-CANARY-litellm-0c5f1e2a",
-    "paperless_ai_api_key": "sk-CANARY-litellm-0c5f1e2a",
+    "litellm_master_key": "sk-CANARY-litellm-0c5f1e2a7b3d9e41c8",
+    "paperless_ai_api_key": "sk-CANARY-litellm-0c5f1e2a7b3d9e41c8",
     "paperless_ai_paperless_token": "CANARY-paperless-7d41b9",
     "paperless_ai_access_key": "CANARY-paperless-ai-3c2d",
     "litellm_database_url": "postgresql://litellm:CANARY-db-5e6f@db:5432/litellm",

@@ -20,6 +20,7 @@ import uuid
 import yaml
 
 from . import address_slot, timing_profiles
+from .api.authn import Authenticator, admin_token
 from .api.server import ApiHttpServer, ApiServer
 from .api.store import Store, now_rfc3339
 from .api.tls import ApiHttpsServer
@@ -106,6 +107,9 @@ class Lab:
             self.network = Network(self.store, self.state_dir, slot=self.slot)
             self.api = ApiServer(self.store, services=self.network)
             self.api.logs = self.container_log
+            self.admin_token = admin_token(self.state_dir)
+            self.api.authenticator = Authenticator(self.store, self.tokens, self.admin_token)
+            self.api.tokens = self.tokens
             self.ca_file, cert_file, key_file = Pki(self.state_dir).ensure(["127.0.0.1", self.api_service[0]])
             with open(self.ca_file) as handle:
                 self.ca_pem = handle.read()
@@ -205,7 +209,7 @@ class Lab:
         config = {"apiVersion": "v1", "kind": "Config", "current-context": "lab", "preferences": {},
                   "clusters": [{"name": "lab", "cluster": {"server": "http://127.0.0.1:%d" % self.port}}],
                   "contexts": [{"name": "lab", "context": {"cluster": "lab", "user": "lab"}}],
-                  "users": [{"name": "lab", "user": {"token": "lab-admin"}}]}
+                  "users": [{"name": "lab", "user": {"token": self.admin_token}}]}
         path = os.path.join(self.state_dir, "kubeconfig")
         with open(path, "w") as handle:
             yaml.safe_dump(config, handle)

@@ -18,7 +18,7 @@ class ApiError(Exception):
     def status(self):
         body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": self.message,
                 "reason": self.reason, "code": self.code}
-        if self.details:
+        if self.details is not None:
             body["details"] = self.details
         return body
 

@@ -1,12 +1,13 @@
 """Request bodies in Kubernetes' protobuf encoding, for the few kinds the lab's
-clients send that way: kubectl 1.37 posts its access reviews (`auth can-i`) as
-`application/vnd.kubernetes.protobuf`, where the other requests it and the
-collection make carry JSON.
+clients send that way: kubectl 1.37 posts its access reviews (`auth can-i`) and
+its TokenRequests (`create token`) as `application/vnd.kubernetes.protobuf`, where
+the other requests it and the collection make carry JSON.
 
 The envelope is the magic bytes "k8s\\0" and a runtime.Unknown message
 (k8s.io/apimachinery v0.31 pkg/runtime/serializer/protobuf/protobuf.go,
 pkg/runtime/generated.proto); the review messages follow
-k8s.io/api v0.31 authorization/v1/generated.proto. Decoded to the dict the same
+k8s.io/api v0.31 authorization/v1/generated.proto, TokenRequest
+authentication/v1/generated.proto. Decoded to the dict the same
 object has in JSON; fields the lab does not read are skipped.
 """
 
@@ -17,7 +18,7 @@ from .errors import ApiError
 MAGIC = b"k8s\x00"
 CONTENT_TYPE = "application/vnd.kubernetes.protobuf"
 
-# field number -> (JSON name, nested schema or "string" / "strings" / "bool")
+# field number -> (JSON name, nested schema or "string" / "strings" / "bool" / "int")
 _RESOURCE = {1: ("namespace", "string"), 2: ("verb", "string"), 3: ("group", "string"), 4: ("version", "string"),
              5: ("resource", "string"), 6: ("subresource", "string"), 7: ("name", "string")}
 _NON_RESOURCE = {1: ("path", "string"), 2: ("verb", "string")}
@@ -30,6 +31,8 @@ SCHEMAS = {
     "SubjectAccessReview": {1: ("metadata", _META), 2: ("spec", _ACCESS_SPEC)},
     "LocalSubjectAccessReview": {1: ("metadata", _META), 2: ("spec", _ACCESS_SPEC)},
     "SelfSubjectRulesReview": {1: ("metadata", _META), 2: ("spec", _RULES_SPEC)},
+    "TokenRequest": {1: ("metadata", _META), 2: ("spec", {1: ("audiences", "strings"),
+                                                         4: ("expirationSeconds", "int")})},
 }
 _UNKNOWN = {1: ("typeMeta", {1: ("apiVersion", "string"), 2: ("kind", "string")}), 2: ("raw", "bytes")}
 
@@ -83,6 +86,8 @@ def _message(data, schema):
             out.setdefault(name, []).append(value.decode())
         elif kind == "bool":
             out[name] = bool(value)
+        elif kind == "int":  # int64 as a varint, two's complement when negative
+            out[name] = value - (1 << 64) if value >= 1 << 63 else value
         else:
             out[name] = _message(value, kind)
     return out

@@ -54,7 +54,7 @@ KINDS = [
     Kind("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", short_names=("pvc",),
          subresources=("status",)),
     Kind("", "v1", "events", "Event", short_names=("ev",)),
-    Kind("", "v1", "serviceaccounts", "ServiceAccount", short_names=("sa",)),
+    Kind("", "v1", "serviceaccounts", "ServiceAccount", short_names=("sa",), subresources=("token",)),
     Kind("apps", "v1", "deployments", "Deployment", short_names=("deploy",), subresources=("status", "scale"),
          categories=("all",)),
     Kind("apps", "v1", "daemonsets", "DaemonSet", short_names=("ds",), subresources=("status",),
@@ -120,6 +120,10 @@ def resource_list(group, version):
                 resources.append({"name": "%s/proxy" % k.plural, "singularName": "", "namespaced": k.namespaced,
                                   "kind": "PodProxyOptions" if k.plural == "pods" else "ServiceProxyOptions",
                                   "verbs": ["create", "delete", "get", "patch", "update"]})
+            elif sub == "token":  # TokenRequest (kubectl create token)
+                resources.append({"name": "serviceaccounts/token", "singularName": "", "namespaced": True,
+                                  "group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest",
+                                  "verbs": ["create"]})
             elif sub == "log":
                 resources.append({"name": "pods/log", "singularName": "", "namespaced": True, "kind": "Pod",
                                   "verbs": ["get"]})

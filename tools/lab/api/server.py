@@ -6,8 +6,9 @@ Served: discovery; get/list (label and field selectors, cluster-wide lists);
 create; replace (409 on a stale resourceVersion); patch (merge, strategic
 merge on built-in kinds, JSON patch); delete; the status and scale
 subresources; dryRun=All; the service proxy; pods/log (tail, previous,
-follow); access reviews (access_review.py); the ServiceAccount admission of
-pods (admission.py); /healthz, /livez and /readyz. Objects of built-in kinds are
+follow); access reviews (access_review.py); TokenRequest; the ServiceAccount
+admission of pods (admission.py); /healthz, /livez and /readyz. Every request is
+authenticated (authn.py) and authorised by RBAC (rbac.py) first. Objects of built-in kinds are
 validated against the official schema of Kubernetes 1.31 (422 when invalid).
 A no-op write returns the stored object unchanged (same resourceVersion), as
 the real API server does, so clients can tell "nothing changed".
@@ -26,9 +27,11 @@ import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from . import access_review, admission, openapi, patches, protobuf, resources
+from . import access_review, admission, openapi, patches, protobuf, rbac, resources
 from .errors import ApiError, already_exists, conflict, invalid, not_found, not_implemented
 from .store import now_rfc3339
+
+MIN_TOKEN_SECONDS, DEFAULT_TOKEN_SECONDS = 600, 3600  # token.go: at least 10 minutes, one hour unless asked
 
 # kube-apiserver's health endpoints (k8s.io/apiserver pkg/server/healthz): each check's line with ?verbose.
 HEALTH_CHECKS = {"healthz": ("ping", "log", "etcd"), "livez": ("ping", "log", "etcd"),
@@ -67,6 +70,9 @@ class ApiServer:
         self.services = services          # the lab's service proxy backend (resolves endpoints)
         self.logs = None                  # the kubelet's container logs: (pod, container) -> text or None
         self.validator = _validator() if validate else None
+        self.authenticator = None         # authn.Authenticator; None: every request is the insecure port's
+        self.authorizer = rbac.Authorizer(store)
+        self.tokens = None                # service_accounts.Tokens, for TokenRequest
         # The API fault knob: fail `remaining` requests with `mode`; with `after_patch_of` set
         # ("deployments"), only once a PATCH of that resource has gone through ("during a switch").
         self.faults = {"mode": None, "remaining": 0, "after_patch_of": None}
@@ -104,8 +110,8 @@ class ApiServer:
         tail = "/".join(rest[3:])
         return Route(kind, namespace, name, sub, tail)
 
-    def handle(self, method, raw_path, headers, body):
-        """(status, response headers, body bytes)."""
+    def handle(self, method, raw_path, headers, body, insecure=True):
+        """(status, response headers, body bytes). ``insecure``: the request came to the plain HTTP port."""
         parsed = urllib.parse.urlsplit(raw_path)
         path, query = parsed.path, urllib.parse.parse_qs(parsed.query)
         self.requests += 1
@@ -118,6 +124,12 @@ class ApiServer:
             time.sleep(60)
             return self.error(ApiError(504, "Timeout: the lab's fault knob is set"))
         try:
+            user = self.authenticator.authenticate(headers, insecure) if self.authenticator else None
+            if user is not None:
+                request = rbac.attributes(method, path, parsed.query)
+                allowed, reason = self.authorizer.authorize(user, request)
+                if not allowed:
+                    raise rbac.forbidden(user, request, reason)
             health = self.health(method, path, parsed.query)
             if health is not None:
                 return health
@@ -143,18 +155,49 @@ class ApiServer:
                 raise ApiError(501, "the lab's API emulator does not serve port-forward (kubectl's SPDY streams); "
                                     "reach the pod or Service at its loopback address, or run: python -m lab "
                                     "port-forward -n %s pod/%s PORT" % (route.namespace, route.name))
+            sent = (headers.get("Content-Type") or "").split(";")[0].strip()
+            if route.sub == "token" and route.kind.plural == "serviceaccounts" and method == "POST":
+                asked = protobuf.decode(body, "TokenRequest") if sent == protobuf.CONTENT_TYPE else self.parse(body)
+                return self.json(201, self.token_request(route, asked))
             if not route.kind.stored:
                 if method != "POST" or route.name is not None:
                     raise ApiError(405, "the server does not allow this method on the requested resource")
-                sent = (headers.get("Content-Type") or "").split(";")[0].strip()
                 review = protobuf.decode(body, route.kind.kind) if sent == protobuf.CONTENT_TYPE else self.parse(body)
-                return self.json(201, access_review.answer(route.kind.kind, route.namespace, review))
+                return self.json(201, access_review.answer(route.kind.kind, route.namespace, review,
+                                                           self.authorizer, user))
             dry_run = "All" in query.get("dryRun", [])
             answer = self.json(*self.dispatch(method, route, query, headers, body, dry_run, path))
             self.arm_fault(method, path)
             return answer
         except ApiError as err:
             return self.error(err)
+
+    def token_request(self, route, request):
+        """A TokenRequest's answer (pkg/registry/core/serviceaccount/storage/token.go and the validation of
+        pkg/apis/authentication/validation, v1.31): a token for an existing ServiceAccount, valid for
+        spec.expirationSeconds (10 minutes at least, one hour unless asked)."""
+        self.get(route)  # 404 for a ServiceAccount that does not exist
+        spec = (request or {}).get("spec") or {}
+        seconds = spec.get("expirationSeconds")
+        if seconds is None:  # a nil *int64, as kubectl sends it without --duration
+            seconds = DEFAULT_TOKEN_SECONDS
+        if not isinstance(seconds, int) or isinstance(seconds, bool):
+            raise ApiError(400, "the request body does not decode: spec.expirationSeconds is not an integer")
+        problem = ("less than 10 minutes" if seconds < MIN_TOKEN_SECONDS else
+                   "larger than 2^32 seconds" if seconds > 2 ** 32 else None)
+        if problem:
+            message = "spec.expirationSeconds: Invalid value: %d: may not specify a duration %s" % (seconds, problem)
+            raise ApiError(422, 'TokenRequest.authentication.k8s.io "%s" is invalid: %s' % (route.name, message),
+                           details={"name": route.name, "group": "authentication.k8s.io", "kind": "TokenRequest",
+                                    "causes": [{"reason": "FieldValueInvalid", "message": message,
+                                                "field": "spec.expirationSeconds"}]})
+        token, expires = self.tokens.request(route.namespace, route.name, seconds)
+        return {"kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
+                "metadata": {"name": route.name, "namespace": route.namespace, "creationTimestamp": None},
+                "spec": dict(spec, expirationSeconds=seconds, audiences=spec.get("audiences") or
+                             ["https://kubernetes.default.svc.cluster.local", "k3s"]),
+                "status": {"token": token, "expirationTimestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                                time.gmtime(expires))}}
 
     def take_fault(self, path):
         if path.startswith("/lab/"):
@@ -602,7 +645,8 @@ class ApiHandler(BaseHTTPRequestHandler):
         if self.path.startswith("/lab/"):
             status, headers, payload = self.server.admin(self.command, self.path, body)
         else:
-            status, headers, payload = self.server.api.handle(self.command, self.path, self.headers, body)
+            status, headers, payload = self.server.api.handle(self.command, self.path, self.headers, body,
+                                                              insecure=self.server.insecure)
         head = ["HTTP/1.1 %d %s" % (status, self.responses.get(status, ("",))[0])]
         head += ["%s: %s" % item for item in headers.items() if item[0].lower() not in ("content-length",
                                                                                       "transfer-encoding",
@@ -659,6 +703,7 @@ class ApiHandler(BaseHTTPRequestHandler):
 class ApiHttpServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    insecure = True  # the plain port: a request without credentials is the insecure port's (authn.py)
 
     def __init__(self, address, api, admin):
         super().__init__(address, ApiHandler)

@@ -19,6 +19,7 @@ def _no_admin(method, path, body):
 
 
 class ApiHttpsServer(ApiHttpServer):
+    insecure = False  # every request authenticates (authn.py)
     def __init__(self, address, api, cert_file, key_file):
         super().__init__(address, api, _no_admin)
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

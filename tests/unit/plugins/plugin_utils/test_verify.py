@@ -93,6 +93,18 @@ def test_key_states(value, state):
     assert _verify.key_state(value) == state
 
 
+def test_secret_errors_name_each_unusable_key_and_never_its_value():
+    keys = {"litellm_master_key": "sk-0123456789abcdef0123456789abcdef", "short": "sk-0123456789",
+            "empty": " ", "example": "sk-CHANGE-ME-0123456789abcdef0123456789", "client": "any-length-is-fine"}
+    errors = _verify.secret_errors(keys, {"litellm_master_key": 32, "short": 32, "example": 32})
+    fix = "put a random key in the vault (openssl rand -hex 24 makes one of 48 characters)"
+    assert errors == ["short is shorter than 32 characters: " + fix, "empty is empty: " + fix,
+                      "example is an example placeholder: " + fix]
+    assert not any(value.strip() and value in line for value in keys.values() for line in errors)
+    assert _verify.secret_errors({"litellm_master_key": "x" * 31 + "y"}, {"litellm_master_key": 32}) == []
+    assert _verify.secret_errors({}) == []
+
+
 def test_the_plan_asks_the_modes_model_the_tiers_it_can_and_one_model_per_key():
     states = {"openai": "set", "groq": "placeholder", "gemini": "missing"}
     plan = _verify.gateway_plan(MODELS, CHAIN, "vllm-r1", "r1", states)
