@@ -176,6 +176,20 @@ def model_answer(entry, answer, label):
     return row(check, FAIL, "%s (%s) answered %s: %s" % (entry["name"], label, status, _error(answer)), _fix(entry))
 
 
+def secret_errors(secrets, minimum=None):
+    """The preflight's lines for the vault's keys, one per key that cannot be used: empty, an example
+    placeholder, or shorter than its ``minimum`` length. Each names the variable, never the value."""
+    fix = "put a random key in the vault (openssl rand -hex 24 makes one of 48 characters)"
+    errors = []
+    for name, value in (secrets or {}).items():
+        state, least = key_state(value), (minimum or {}).get(name, 0)
+        if state != "set":
+            errors.append("%s is %s: %s" % (name, "empty" if state == "missing" else "an example placeholder", fix))
+        elif len(str(value).strip()) < least:
+            errors.append("%s is shorter than %d characters: %s" % (name, least, fix))
+    return errors
+
+
 def key_state(value):
     """'missing', 'placeholder' or 'set' - never the value."""
     if not value or not str(value).strip():
