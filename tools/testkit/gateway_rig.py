@@ -27,7 +27,7 @@ from lab.timing_profiles import Timing
 
 from .playbook import ansible_playbook
 
-MASTER_KEY = "sk-test-master-0123456789"
+MASTER_KEY = "sk-test-master-0123456789abcdef0123"  # 35 characters: the preflight wants 32 or more
 PROVIDER_KEYS = {"openai": "sk-test-openai", "groq": "gsk-test-groq", "gemini": "test-gemini",
                  "mistral": "test-mistral"}
 KEY_ENV = {"openai": "OPENAI_API_KEY", "groq": "GROQ_API_KEY", "gemini": "GEMINI_API_KEY",
