@@ -21,4 +21,6 @@ class FilterModule:
         return {
             "litellm_config": litellm_config,
             "litellm_gateway_settings": litellm_gateway_settings,
+            "litellm_client_key_table": _litellm_config.client_key_table,
+            "litellm_client_key_errors": _litellm_config.client_key_errors,
         }

@@ -27,7 +27,10 @@ see roles/litellm/README.md):
 
 from __future__ import annotations
 
+import hashlib
+
 from ansible_collections.homelab.inference.plugins.module_utils import _catalog
+from ansible_collections.homelab.inference.plugins.plugin_utils._verify import key_state
 
 HOOK_MODULE = "inference_gateway"
 LOCAL_BACKENDS = _catalog.LOCAL_BACKENDS
@@ -115,8 +118,11 @@ def build_config(models, chain, settings):
     if settings.get("database"):
         general_settings["database_url"] = "os.environ/DATABASE_URL"
     else:
-        # Without a database the master key is the only key; a wrong one gets 401.
+        # Without a database the hook knows the keys: the master key and the clients' (INFERENCE_CLIENT_KEYS);
+        # LiteLLM's own checks then hold a client key to its models, quotas and the LLM API routes.
         general_settings["custom_auth"] = "%s.user_api_key_auth" % HOOK_MODULE
+        general_settings["custom_auth_run_common_checks"] = True
+        litellm_settings["enable_post_custom_auth_checks"] = True
     return {"model_list": model_list, "litellm_settings": litellm_settings, "router_settings": router_settings,
             "general_settings": general_settings}
 
@@ -158,3 +164,78 @@ def liveness_settings(models, settings):
         "interval": probe.get("interval", 2), "timeout": probe.get("timeout", 2),
         "failures": probe.get("failures", 2), "connect_timeout": probe.get("connect_timeout", 2),
     }
+
+
+CLIENT_KEY_FIX = "put a random key in the vault (openssl rand -hex 24 makes one of 48 characters)"
+
+
+def client_key_table(clients):
+    """INFERENCE_CLIENT_KEYS: each client key's SHA-256 to its client, models and quotas. Only hashes leave the
+    controller for the gateway, so the Secret does not hold the clients' keys."""
+    table = {}
+    for client in clients or []:
+        entry = {"client": client["name"], "models": list(client["models"])}
+        for field, short in (("requests_per_minute", "rpm"), ("tokens_per_minute", "tpm")):
+            if client.get(field):
+                entry[short] = int(client[field])
+        for key in client["keys"]:
+            table[hashlib.sha256(str(key).strip().encode()).hexdigest()] = entry
+    return table
+
+
+def client_key_errors(clients, models, master_key, client_key_of=None, database=False):
+    """The preflight's lines for ``litellm_client_keys``, each naming the field and the fix, never a key.
+    ``client_key_of``: {variable: key} of deployed clients that must use their own client key (Paperless-AI)."""
+    errors, owner, names = [], {}, set()
+    known = [entry["name"] for entry in models]
+    clients = clients or []
+    if clients and database:
+        return ["litellm_client_keys: the hook's client keys work without a database; with litellm_database_url "
+                "set, give each client a virtual key of LiteLLM's instead and leave litellm_client_keys empty"]
+    for index, client in enumerate(clients):
+        where = "litellm_client_keys[%d]" % index
+        name = client.get("name") if isinstance(client, dict) else None
+        if not name or not isinstance(name, str):
+            errors.append("%s.name: missing; name the client (for example paperless-ai)" % where)
+            continue
+        if name in names:
+            errors.append("%s.name: '%s' is declared twice; give each client one entry with all its keys" % (where, name))
+        names.add(name)
+        where = "%s (%s)" % (where, name)
+        keys = client.get("keys")
+        if not isinstance(keys, list) or not keys:
+            errors.append("%s.keys: missing; list the client's keys (two while rotating)" % where)
+            keys = []
+        for number, key in enumerate(keys):
+            field = "%s.keys[%d]" % (where, number)
+            state = key_state(key)
+            if state != "set":
+                errors.append("%s is %s: %s" % (field, "empty" if state == "missing" else "an example placeholder",
+                                                CLIENT_KEY_FIX))
+            elif master_key and str(key).strip() == str(master_key).strip():
+                errors.append("%s is the master key: give every client its own key (%s)" % (field, CLIENT_KEY_FIX))
+            elif str(key).strip() in owner:
+                errors.append("%s is also a key of %s: give every client its own keys" % (field, owner[str(key).strip()]))
+            else:
+                owner[str(key).strip()] = where
+        allowed = client.get("models")
+        if not isinstance(allowed, list) or not allowed:
+            errors.append("%s.models: missing; list the models the client may call" % where)
+            allowed = []
+        for number, model in enumerate(allowed):
+            if model not in known:
+                errors.append("%s.models[%d]: '%s' is not a model in inference_models; use one of %s"
+                              % (where, number, model, ", ".join(known)))
+        for field in ("requests_per_minute", "tokens_per_minute"):
+            value = client.get(field)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                errors.append("%s.%s: %r is not a positive whole number; give one, or leave it out for no limit"
+                              % (where, field, value))
+    for variable, key in (client_key_of or {}).items():
+        if master_key and str(key or "").strip() == str(master_key).strip():
+            errors.append("%s is the master key: give the client its own key (%s)" % (
+                variable, "a virtual key of LiteLLM's" if database else "in litellm_client_keys"))
+        elif not database and str(key or "").strip() and str(key).strip() not in owner:
+            errors.append("%s is not a key of litellm_client_keys: add a client for it with that key and the "
+                          "models it calls" % variable)
+    return errors

@@ -10,6 +10,7 @@ reproduces it) and with dotenv's (config/config.js loads the same file)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -36,6 +37,8 @@ def pod(tmp_path_factory):
                      "-e", "paperless_ai_paperless_username=paperless-ai",
                      "-e", "paperless_ai_access_key=%s" % ACCESS_KEY,
                      "-e", '{"paperless_ai_env": {"SCAN_INTERVAL": "*/5 * * * *"}}',
+                     "-e", json.dumps({"litellm_client_keys": [{"name": "paperless-ai", "keys": [API_KEY],
+                                                                "models": ["vllm-qwen"]}]}),
                      check=True)
     with open(target / "paperless-ai.yaml") as handle:
         objects = {(o["kind"], o["metadata"]["name"]): o for o in yaml.safe_load_all(handle) if o}

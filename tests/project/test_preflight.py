@@ -121,6 +121,16 @@ BAD_KEYS = {
     "short master key": ({"litellm_master_key": "sk-short-secret-canary-0451"},
                          "litellm_master_key is shorter than 32 characters: " + FIX),
     "empty client key": ({"paperless_ai_api_key": " "}, "paperless_ai_api_key is empty: " + FIX),
+    "paperless-ai given the master key": (
+        {"litellm_master_key": "sk-secret-canary-0123456789abcdef0451", "paperless_ai_api_key":
+         "sk-secret-canary-0123456789abcdef0451"},
+        "paperless_ai_api_key is the master key: give the client its own key (in litellm_client_keys)"),
+    "client key shared": (
+        {"litellm_client_keys": [{"name": "a", "keys": ["secret-canary-shared-0451"], "models": ["vllm-qwen"]},
+                                 {"name": "b", "keys": ["secret-canary-shared-0451"], "models": ["vllm-qwen"]}],
+         "paperless_ai_api_key": "secret-canary-shared-0451"},
+        "litellm_client_keys[1] (b).keys[0] is also a key of litellm_client_keys[0] (a): give every client its own "
+        "keys"),
 }
 
 
@@ -136,7 +146,8 @@ def test_an_unusable_key_fails_in_preflight_with_one_line_naming_the_variable_no
     assert failures == [expected], output[-3000:]
     assert "TASK [homelab.inference.catalog : Check the keys from the vault]" in result.stdout
     for value in keys.values():
-        assert not value.strip() or value not in output
+        assert not isinstance(value, str) or not value.strip() or value not in output
+    assert "secret-canary" not in output
     assert connections == [], "the play contacted the cluster with an unusable key"
 
 

@@ -21,7 +21,7 @@ from helpers import ROOT, ansible_playbook
 KUBERNETES_VERSION = "1.31.0"
 CANARIES = {
     "litellm_master_key": "sk-CANARY-litellm-0c5f1e2a7b3d9e41c8",
-    "paperless_ai_api_key": "sk-CANARY-litellm-0c5f1e2a7b3d9e41c8",
+    "paperless_ai_api_key": "sk-CANARY-paperless-gateway-5a1b",
     "paperless_ai_paperless_token": "CANARY-paperless-7d41b9",
     "paperless_ai_access_key": "CANARY-paperless-ai-3c2d",
     "litellm_database_url": "postgresql://litellm:CANARY-db-5e6f@db:5432/litellm",
@@ -33,7 +33,9 @@ PROVIDER_CANARIES = {"openai": "sk-CANARY-openai-1", "groq": "gsk_CANARY-groq-2"
 OPTIONAL = {"litellm_ingress_host": "litellm.home.example.com", "inference_monitoring": True,
             "inference_monitoring_labels": {"release": "kube-prometheus-stack"},
             "litellm_redis_host": "redis.ml.svc.cluster.local", "gpu_mode_access_enabled": True,
-            "gpu_monitoring_dcgm_exporter": True}
+            "gpu_monitoring_dcgm_exporter": True,
+            # With a database (litellm_database_url above) clients get LiteLLM's virtual keys, not these.
+            "litellm_client_keys": []}
 APPS = {"namespaces", "nvidia-device-plugin", "vllm", "ollama", "litellm", "paperless-ai", "gpu-mode-access",
         "gpu-monitoring"}
 # Kinds without a schema in the Kubernetes API: checked for their envelope only.

@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 
 import yaml
+from ansible_collections.homelab.inference.plugins.plugin_utils._litellm_config import client_key_table
 
 from lab.fakes.gemini import FakeGemini
 from lab.fakes.ollama import FakeOllama
@@ -133,6 +134,8 @@ def render_gateway(target, upstreams, **overrides):
     env = {item["name"]: item["value"] for item in container.get("env", [])}
     # The rendered Secret is redacted; the pod gets the real values, which the test chose.
     env["LITELLM_MASTER_KEY"] = extra["litellm_master_key"]
+    if not extra.get("litellm_database_url"):
+        env["INFERENCE_CLIENT_KEYS"] = json.dumps(client_key_table(extra.get("litellm_client_keys") or []))
     for backend, key in extra["litellm_provider_keys"].items():
         env[KEY_ENV[backend]] = key
     return config_dir, env, objects

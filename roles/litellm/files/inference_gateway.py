@@ -17,8 +17,10 @@ What LiteLLM does not do by itself:
   GPU will not switch.
   The model listings leave such a model out, so a client can tell what answers
   now (LiteLLM's async_filter_listed_models).
-- 401 for a wrong key when there is no database (LiteLLM would answer 400
-  "No connected db"): only the master key is accepted then.
+- Keys without a database (LiteLLM would answer 400 "No connected db"): the
+  master key, and each client's keys (INFERENCE_CLIENT_KEYS, their SHA-256
+  only) with its models and quotas, which LiteLLM's own checks then enforce;
+  401 for any other key.
 - Telling a slow model server from a dead one (inference_liveness.py beside
   this file): in-cluster backends are health-probed; a dead one is skipped and
   the requests waiting on it fail over, while a slow answer is never cut.
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import hashlib
 import hmac
 import json
 import logging
@@ -199,6 +202,7 @@ class InferenceGateway(CustomLogger):
         self.watchdog = inference_liveness.Watchdog.from_settings(liveness)
         self.connect_timeout = float(liveness.get("connect_timeout", 2.0))
         self.clients = {}
+        self.client_keys = json.loads(os.environ.get("INFERENCE_CLIENT_KEYS") or "{}")
 
     @staticmethod
     def _counters_from_env():
@@ -410,7 +414,25 @@ class InferenceGateway(CustomLogger):
         presented = (api_key or "").removeprefix("Bearer ").strip()
         if master_key and presented and hmac.compare_digest(presented.encode(), master_key.encode()):
             return UserAPIKeyAuth(api_key=master_key, user_role=LitellmUserRoles.PROXY_ADMIN)
+        client = self.client_of(presented)
+        if client is not None:
+            # LiteLLM's own checks (custom_auth_run_common_checks) hold it to its models, its quotas and the LLM API
+            # routes; the key's hash is its name in LiteLLM's rate limiter and logs.
+            digest, entry = client
+            return UserAPIKeyAuth(api_key=digest, key_alias=entry["client"], models=list(entry["models"]),
+                                  rpm_limit=entry.get("rpm"), tpm_limit=entry.get("tpm"),
+                                  allowed_routes=["llm_api_routes"], user_role=LitellmUserRoles.INTERNAL_USER)
         raise HTTPException(status_code=401, detail="Invalid or missing API key: send 'Authorization: Bearer <key>'.")
+
+    def client_of(self, presented):
+        """(the key's SHA-256, its client's entry) of a client key (INFERENCE_CLIENT_KEYS, hashes only), or None."""
+        if not presented:
+            return None
+        digest = hashlib.sha256(presented.encode()).hexdigest()
+        for known, entry in self.client_keys.items():
+            if hmac.compare_digest(known, digest):
+                return digest, entry
+        return None
 
 
 class SettingsError(RuntimeError):

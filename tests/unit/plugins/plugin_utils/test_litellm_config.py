@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from ansible_collections.homelab.inference.plugins.plugin_utils import _litellm_config
@@ -140,3 +142,65 @@ def test_gateway_settings():
     assert settings["models"]["openai-gpt4o"]["fallbacks"] is False, "the chain's last tier has nothing after it"
     assert settings["gpu_modes"] == {"ml": "vllm-qwen", "r1": "vllm-r1", "gaming": None}
     assert settings["fallback_model"] == "default"
+
+
+CLIENT = {"name": "paperless-ai", "keys": ["k" * 40], "models": ["vllm-qwen"]}
+MASTER = "m" * 40
+
+
+def test_without_a_database_the_hook_knows_the_keys_and_litellm_enforces_them():
+    config = _litellm_config.build_config(MODELS, CHAIN, SETTINGS)
+    assert config["general_settings"]["custom_auth"] == "inference_gateway.user_api_key_auth"
+    assert config["general_settings"]["custom_auth_run_common_checks"] is True
+    assert config["litellm_settings"]["enable_post_custom_auth_checks"] is True
+    with_db = _litellm_config.build_config(MODELS, CHAIN, dict(SETTINGS, database=True))
+    assert "custom_auth" not in with_db["general_settings"]
+    assert "enable_post_custom_auth_checks" not in with_db["litellm_settings"]
+
+
+def test_the_client_key_table_holds_hashes_and_each_rotating_key():
+    table = _litellm_config.client_key_table([dict(CLIENT, keys=["old-key", "new-key"], requests_per_minute=5)])
+    assert sorted(table) == sorted(hashlib.sha256(k).hexdigest() for k in (b"old-key", b"new-key"))
+    assert list(table.values())[0] == {"client": "paperless-ai", "models": ["vllm-qwen"], "rpm": 5}
+    assert "old-key" not in str(table) and "new-key" not in str(table)
+
+
+@pytest.mark.parametrize("clients, paperless, expected", [
+    ([CLIENT], "k" * 40, []),
+    ([dict(CLIENT, keys=["sk-CHANGE-ME"])], None,
+     ["litellm_client_keys[0] (paperless-ai).keys[0] is an example placeholder: " + _litellm_config.CLIENT_KEY_FIX]),
+    ([dict(CLIENT, keys=[" "])], None,
+     ["litellm_client_keys[0] (paperless-ai).keys[0] is empty: " + _litellm_config.CLIENT_KEY_FIX]),
+    ([dict(CLIENT, keys=[MASTER])], None,
+     ["litellm_client_keys[0] (paperless-ai).keys[0] is the master key: give every client its own key (%s)"
+      % _litellm_config.CLIENT_KEY_FIX]),
+    ([CLIENT, dict(CLIENT, name="scripts")], None,
+     ["litellm_client_keys[1] (scripts).keys[0] is also a key of litellm_client_keys[0] (paperless-ai): give every "
+      "client its own keys"]),
+    ([CLIENT, dict(CLIENT, keys=["s" * 40])], None,
+     ["litellm_client_keys[1].name: 'paperless-ai' is declared twice; give each client one entry with all its keys"]),
+    ([dict(CLIENT, models=["vllm-qwen", "gpt-5"])], None,
+     ["litellm_client_keys[0] (paperless-ai).models[1]: 'gpt-5' is not a model in inference_models; use one of "
+      + ", ".join(m["name"] for m in MODELS)]),
+    ([dict(CLIENT, requests_per_minute=0)], None,
+     ["litellm_client_keys[0] (paperless-ai).requests_per_minute: 0 is not a positive whole number; give one, or "
+      "leave it out for no limit"]),
+    ([dict(CLIENT, keys=[])], None,
+     ["litellm_client_keys[0] (paperless-ai).keys: missing; list the client's keys (two while rotating)"]),
+    ([CLIENT], MASTER, ["paperless_ai_api_key is the master key: give the client its own key (in litellm_client_keys)"]),
+    ([CLIENT], "p" * 40, ["paperless_ai_api_key is not a key of litellm_client_keys: add a client for it with that key "
+                          "and the models it calls"]),
+])
+def test_client_key_errors_name_the_field_and_never_a_key(clients, paperless, expected):
+    errors = _litellm_config.client_key_errors(clients, MODELS, MASTER,
+                                               {"paperless_ai_api_key": paperless} if paperless else {})
+    assert errors == expected
+    assert not any(secret in line for secret in ("k" * 40, MASTER, "p" * 40, "s" * 40) for line in errors)
+
+
+def test_with_a_database_clients_get_virtual_keys_instead():
+    assert _litellm_config.client_key_errors([CLIENT], MODELS, MASTER, {}, True)[0].startswith(
+        "litellm_client_keys: the hook's client keys work without a database")
+    assert _litellm_config.client_key_errors([], MODELS, MASTER, {"paperless_ai_api_key": MASTER}, True) == [
+        "paperless_ai_api_key is the master key: give the client its own key (a virtual key of LiteLLM's)"]
+    assert _litellm_config.client_key_errors([], MODELS, MASTER, {"paperless_ai_api_key": "p" * 40}, True) == []
