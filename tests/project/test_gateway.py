@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from testkit.gateway_rig import Gateway, Upstreams, render_gateway, streamed_text
+from testkit.gateway_rig import Gateway, render_gateway, streamed_text
 
 CATALOG_MODELS = ["vllm-qwen", "ollama-qwen", "openai-gpt4o", "vllm-r1", "groq/llama-3.3-70b-versatile",
                   "groq/mixtral-8x7b-32768", "gemini/gemini-2.0-flash", "gemini/gemini-2.5-flash",
@@ -21,13 +21,6 @@ NOBODY = {"vllm": 0, "ollama": 0, "openai": 0, "groq": 0, "mistral": 0, "gemini"
 
 def only(**hits):
     return dict(NOBODY, **hits)
-
-
-@pytest.fixture(scope="module")
-def upstreams():
-    servers = Upstreams()
-    yield servers
-    servers.stop()
 
 
 @pytest.fixture(scope="module")

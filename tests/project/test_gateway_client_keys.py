@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from testkit.gateway_rig import MASTER_KEY, Gateway, Upstreams, render_gateway
+from testkit.gateway_rig import MASTER_KEY, Gateway, render_gateway
 
 PAPERLESS = "pl-0123456789abcdef0123456789abcdef01"
 SCRIPTS_OLD = "sc-old-0123456789abcdef0123456789abcd"
@@ -27,13 +27,6 @@ def gateway_with(tmp_path, upstreams, clients):
     config_dir, env, _ = render_gateway(tmp_path, upstreams, litellm_client_keys=clients,
                                         paperless_ai_api_key=PAPERLESS)
     return Gateway(config_dir, env).start(), env
-
-
-@pytest.fixture(scope="module")
-def upstreams():
-    servers = Upstreams()
-    yield servers
-    servers.stop()
 
 
 @pytest.fixture(scope="module")

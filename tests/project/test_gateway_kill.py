@@ -13,16 +13,9 @@ import threading
 
 import pytest
 
-from testkit.gateway_rig import Gateway, Upstreams, render_gateway
+from testkit.gateway_rig import Gateway, render_gateway
 
 REQUESTS, CONCURRENCY, KILL_AT = 500, 16, 150
-
-
-@pytest.fixture(scope="module")
-def upstreams():
-    servers = Upstreams()
-    yield servers
-    servers.stop()
 
 
 @pytest.fixture

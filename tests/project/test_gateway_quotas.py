@@ -14,7 +14,7 @@ import os
 import pytest
 import yaml
 
-from testkit.gateway_rig import Gateway, RedisServer, Upstreams, free_port, render_gateway
+from testkit.gateway_rig import Gateway, RedisServer, free_port, render_gateway
 from helpers import ROOT
 
 WINDOW, MAX_WAIT = 2, 3
@@ -34,13 +34,6 @@ def catalog_with_small_quotas():
         if model["name"] == DAILY:
             model["requests_per_day"] = PER_DAY
     return models
-
-
-@pytest.fixture(scope="module")
-def upstreams():
-    servers = Upstreams()
-    yield servers
-    servers.stop()
 
 
 def start_gateway(tmp_path, upstreams, redis=None, port=None):

@@ -22,13 +22,6 @@ DEAD_PROBE_INTERVAL = 0.5  # how often the hook probes a backend it found dead
 
 
 @pytest.fixture(scope="module")
-def upstreams():
-    servers = Upstreams()
-    yield servers
-    servers.stop()
-
-
-@pytest.fixture(scope="module")
 def rendered(upstreams, tmp_path_factory):
     return render_gateway(tmp_path_factory.mktemp("gateway-timing"), upstreams)
 
