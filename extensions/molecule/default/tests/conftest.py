@@ -32,6 +32,12 @@ def master_key():
         return "sk-" + handle.read().split()[0]
 
 
+def paperless_ai_key():
+    """Paperless-AI's own gateway key (the lab inventory's litellm_client_keys), never the master key."""
+    with open(os.path.join(STATE, "secrets", "client_key_paperless_ai")) as handle:
+        return handle.read().split()[0]
+
+
 def service_url(name):
     status = api("GET", "/lab/status")[1]
     found = next(s for s in status["services"] if s["name"] == name)

@@ -19,8 +19,8 @@ import urllib.request
 import yaml
 
 from lab import TOOLS
-from conftest import (PORT, ROOT, STATE, api, decoded_secret, deployment, gpu_mode, litellm, master_key, playbook,
-                      service_url)
+from conftest import (PORT, ROOT, STATE, api, decoded_secret, deployment, gpu_mode, litellm, master_key,
+                      paperless_ai_key, playbook, service_url)
 
 CATALOG = os.path.join(ROOT, "roles", "catalog", "defaults", "main.yml")
 
@@ -83,7 +83,9 @@ def test_paperless_used_litellm_with_the_managed_model_and_key_despite_a_stale_e
             if len(documents) == 2 and all("request" in d or "error" in d for d in documents):
                 break
         time.sleep(0.5)
-    key_hash = hashlib.sha256(master_key().encode()).hexdigest()
+    # Paperless-AI calls the gateway with its own client key, which may call the chain's models only.
+    key_hash = hashlib.sha256(paperless_ai_key().encode()).hexdigest()
+    assert paperless_ai_key() != master_key()
     assert report["configured"] is True, report
     validation = report["validations"][-1]
     assert validation["paperless"] == {"url": "http://paperless.docs.svc.cluster.local:8000/api/documents/",
@@ -109,7 +111,7 @@ def test_paperless_used_litellm_with_the_managed_model_and_key_despite_a_stale_e
     with open(os.path.join(volume, ".env")) as handle:
         env_file = handle.read()
     values = load_config(env_file)
-    assert values["CUSTOM_API_KEY"] == master_key() and values["AI_PROVIDER"] == "custom"
+    assert values["CUSTOM_API_KEY"] == paperless_ai_key() and values["AI_PROVIDER"] == "custom"
     assert values["TOKEN_LIMIT"] == str(budget["token_limit"])
     assert values["TAGS"] == "invoice,receipt", "settings the role does not manage are kept"
     assert "sk-stale" not in env_file and "ollama" not in env_file
@@ -386,7 +388,7 @@ def test_the_verbose_diff_output_of_a_converge_holds_no_secret():
     assert decoded_secret("ml", "litellm-secrets")["OPENAI_API_KEY"] == canary, "the canary did reach the cluster"
     # OpenAI's refusal quotes the key's first 3 and last 4 characters; not even that is shown.
     masked = canary[:3] + "*" * (len(canary) - 7) + canary[-4:]
-    for needle in (canary, base64.b64encode(canary.encode()).decode(), master_key(), masked):
+    for needle in (canary, base64.b64encode(canary.encode()).decode(), master_key(), paperless_ai_key(), masked):
         assert needle not in output
 
 
