@@ -32,6 +32,9 @@ from .rollouts import deleting
 
 ROOT_CA = "kube-root-ca.crt"
 TOKEN_SECRET = "kubernetes.io/service-account-token"
+# Only these Secrets are copied out of the store (its field selector filters before copying): the controller
+# loop and the authenticator look at them on every pass and every unknown token.
+TOKEN_SECRETS = "type=%s" % TOKEN_SECRET
 SA_NAME = "kubernetes.io/service-account.name"
 SA_UID = "kubernetes.io/service-account.uid"
 
@@ -101,8 +104,8 @@ def _secret_account(store, token):
     """((namespace, name), uid) of the ServiceAccount a token Secret holding ``token`` names (legacy.go checks
     the uid too: a ServiceAccount deleted and made again does not inherit the old tokens)."""
     encoded = base64.b64encode(token.encode()).decode()
-    for secret in store.list("secrets"):
-        if secret.get("type") == TOKEN_SECRET and (secret.get("data") or {}).get("token") == encoded:
+    for secret in store.list("secrets", field_selector=TOKEN_SECRETS):
+        if (secret.get("data") or {}).get("token") == encoded:
             annotations = secret["metadata"].get("annotations") or {}
             return (secret["metadata"]["namespace"], annotations.get(SA_NAME)), annotations.get(SA_UID, "")
     return None, None
@@ -112,8 +115,8 @@ def fill_token_secrets(store, ca_pem):
     """The token controller: a Secret of type kubernetes.io/service-account-token naming an existing
     ServiceAccount gets its token, the CA and its namespace, and the ServiceAccount's uid
     (tokens_controller.go, generateTokenIfNeeded); one naming no ServiceAccount is left empty."""
-    for secret in store.list("secrets"):
-        if secret.get("type") != TOKEN_SECRET or (secret.get("data") or {}).get("token") or deleting(secret):
+    for secret in store.list("secrets", field_selector=TOKEN_SECRETS):
+        if (secret.get("data") or {}).get("token") or deleting(secret):
             continue
         namespace = secret["metadata"]["namespace"]
         annotations = secret["metadata"].get("annotations") or {}
