@@ -40,7 +40,8 @@ import time
 import urllib.error
 import urllib.request
 
-from lab import ROOT, TOOLS, port_forward, timing_profiles
+from lab import ROOT, TOOLS, address_slot, port_forward, timing_profiles
+from lab.network_policy import Enforcer, remove_chains
 
 DEFAULT_STATE = os.path.join(ROOT, ".lab")
 
@@ -177,6 +178,10 @@ def cmd_down(args, quiet=False):
                 pass
             stopped.append(pid)
         os.remove(os.path.join(pids_dir, name))
+    # And the NetworkPolicy chains of its address slot.
+    slot = address_slot.unheld(state_dir)
+    if slot is not None and Enforcer.check()[0]:
+        remove_chains("LABNP%d" % slot)
     if not quiet:
         print("The lab is down%s." % (" (stopped %d processes)" % len(stopped) if stopped else ""))
     return 0

@@ -35,15 +35,30 @@ def _bind(slot):
     return claim
 
 
+def read(state_dir):
+    """The slot kept in ``state_dir``, or None."""
+    try:
+        with open(os.path.join(state_dir, "address-slot")) as handle:
+            return int(handle.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def unheld(state_dir):
+    """The slot kept in ``state_dir`` when no running lab holds it (what a stopped lab left), else None."""
+    slot = read(state_dir)
+    held = _bind(slot) if slot is not None else None
+    if held is None:
+        return None
+    held.close()
+    return slot
+
+
 def claim(state_dir, preferred):
     """(slot, the socket holding it). A lab with state keeps its slot; a new one takes
     ``preferred`` (its API port modulo SLOTS) when free, else the next free slot."""
     path = os.path.join(state_dir, "address-slot")
-    try:
-        with open(path) as handle:
-            kept = int(handle.read().strip())
-    except (OSError, ValueError):
-        kept = None
+    kept = read(state_dir)
     if kept is not None:
         held = _bind(kept)
         if held is None:

@@ -28,6 +28,7 @@ from .controllers import Controllers, container_gpus
 from .external import External
 from .kubelet import PodWorker, remove_pod_dir
 from .network import Network
+from .network_policy import Enforcer
 from .pki import Pki
 from .service_accounts import Tokens
 from .workloads import vllm_real
@@ -104,7 +105,7 @@ class Lab:
         self.gpu_state_file = os.path.join(self.state_dir, "nodes", GPU_NODE, "gpu.json")
         self._gpu_state = None
         try:
-            self.network = Network(self.store, self.state_dir, slot=self.slot)
+            self.network = Network(self.store, self.state_dir, slot=self.slot, nodes=[n[0] for n in NODES])
             self.api = ApiServer(self.store, services=self.network)
             self.api.logs = self.container_log
             self.admin_token = admin_token(self.state_dir)
@@ -141,6 +142,8 @@ class Lab:
         # Services the home lab already has, outside the collection (Paperless-ngx).
         self.external = External(self).start()
         self.network.external_names = dict(self.external.names, **{n: self.api_service[0] for n in API_NAMES})
+        self.network_policy = Enforcer(self.store, self.network, self.slot, log=self.log)
+        self.write_network_facts()
         # The kubelet's pod-resources socket, where a hostPath mount shows it: the FAKE dcgm-exporter only
         # looks for it (as the real one does before it maps pods) and reads the answer from the GPU state.
         socket_dir = os.path.join(self.state_dir, "volumes", "hostpath", "var", "lib", "kubelet", "pod-resources")
@@ -167,13 +170,23 @@ class Lab:
                 "apiVersion": "v1", "kind": "Node",
                 "metadata": {"name": name, "labels": dict({"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
                                                            "kubernetes.io/arch": "amd64"}, **labels)},
-                "spec": {"taints": taints} if taints else {},
+                "spec": dict({"podCIDR": self.network.node_cidr(name), "podCIDRs": [self.network.node_cidr(name)]},
+                             **({"taints": taints} if taints else {})),
                 "status": {"capacity": {"cpu": "8", "memory": "32Gi", "pods": "110"},
                            "allocatable": {"cpu": "8", "memory": "32Gi", "pods": "110"},
                            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
                                            "message": "kubelet is posting ready status"}],
                            "nodeInfo": {"kubeletVersion": "v1.31.4+k3s1", "containerRuntimeVersion": "lab"}}})
         self.boot_nodes()
+
+    def write_network_facts(self):
+        """What an inventory needs to know of this lab's network (inventories/lab reads it): where the
+        API server's proxied requests come from, and where the outside services live."""
+        facts = {"api_server_cidrs": [self.network.api_source() + "/32"],
+                 "outside_cidrs": ["127.%d.0.0/16" % (200 + self.slot)],
+                 "network_policy": {"enforced": self.network_policy.enforced, "reason": self.network_policy.reason}}
+        with open(os.path.join(self.state_dir, "network.json"), "w") as handle:
+            json.dump(facts, handle, indent=2, sort_keys=True)
 
     def boot_nodes(self):
         """Each start of the lab is a boot of its nodes: a new boot ID, which the kubelet reports as
@@ -187,6 +200,9 @@ class Lab:
             with open(os.path.join(directory, "boot_id"), "w") as handle:
                 handle.write(boot_id + "\n")
             node["status"].setdefault("nodeInfo", {})["bootID"] = boot_id
+            cidr = self.network.node_cidr(node["metadata"]["name"])   # a state dir from before nodes had one
+            node["spec"].setdefault("podCIDR", cidr)
+            node["spec"].setdefault("podCIDRs", [cidr])
             self.store.put("nodes", node)
 
     def stop(self):
@@ -197,6 +213,8 @@ class Lab:
         for worker in list(self.workers.values()):
             worker.join(timeout=15)
         self.network.close()
+        if getattr(self, "network_policy", None):
+            self.network_policy.close()
         if getattr(self, "external", None):
             self.external.stop()
         for server in (self.http, self.https):
@@ -227,6 +245,7 @@ class Lab:
                 self.controllers.reconcile()
                 self.kubelet()
                 self.network.reconcile()
+                self.network_policy.reconcile()
                 self.publish_gpu_state()
             except Exception as err:  # keep the lab up, but say so
                 self.log("controller pass failed: %r" % err)

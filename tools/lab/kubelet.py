@@ -128,7 +128,7 @@ class PodWorker(threading.Thread):
         self.uid = pod["metadata"]["uid"]
         self.pod = pod
         self.spec = pod["spec"]
-        self.ip = lab.network.pod_ip(self.uid)
+        self.ip = lab.network.pod_ip(self.uid, self.spec.get("nodeName"))
         self.dir = os.path.join(lab.state_dir, "pods", self.namespace, self.name)
         self.stop_event = threading.Event()
         self.init_containers = [Container(c, init=True) for c in self.spec.get("initContainers") or []]

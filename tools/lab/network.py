@@ -1,7 +1,10 @@
 """The lab's cluster network, all on loopback (127.0.0.0/8 is loopback on Linux).
 
-- Each pod gets its own address in 127.(100+n).0.0/16 and its processes bind
-  there on their real container ports; each Service gets a cluster IP in
+- Each node has a pod range, 127.(100+n).k.0/24 for the k-th node (k3s gives each
+  node a /24 of 10.42.0.0/16), whose first address is the node's own on the pod
+  network (flannel.1's on a real node); each pod gets its own address in its
+  node's range and its processes bind there on their real container ports, and
+  connect from there (lab/sitecustomize); each Service gets a cluster IP in
   127.(150+n).0.0/16 and keeps its real port (n = the lab's address slot,
   tools/lab/address_slot.py, so two labs on one machine never share addresses).
 - kube-proxy: a TCP listener per Service port forwards to a ready endpoint; with
@@ -11,7 +14,10 @@
   through a table the lab's child processes read (lab/sitecustomize); the
   manifests are never rewritten.
 - The API server's service proxy (``services/NAME:PORT/proxy/...``) forwards
-  HTTP to an endpoint and drops ``Authorization``, as the real one does.
+  HTTP to an endpoint and drops ``Authorization``, as the real one does, from
+  the server node's pod-network address: what a pod on another node sees of it.
+- 127.0.0.1 is the machine the lab runs on: every node's own address at once
+  (the kubelet's probes, ``python -m lab port-forward``, the tests).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import json
 import os
 import posixpath
 import socket
+import struct
 import threading
 import urllib.parse
 
@@ -60,16 +67,17 @@ def target_port(service_port, pod):
 
 
 class Network:
-    def __init__(self, store, state_dir, slot=0):
+    def __init__(self, store, state_dir, slot=0, nodes=()):
         self.store = store
         self.pod_net = "127.%d" % (100 + slot)
+        self.node_index = {name: index for index, name in enumerate(nodes)}
         self.service_net = "127.%d" % (150 + slot)
         self.dns_file = os.path.join(state_dir, "dns.json")
         self.external_names = {}     # outside services' names (tools/lab/external.py), shadowed by a Service
         self.lock = threading.RLock()
         self.listeners = {}          # (ip, port) -> ServiceListener
         self.pod_ips = {}            # pod uid -> ip
-        self.counters = itertools.count()
+        self.next_host = {}          # node index -> the next host number to try in its range
         self.round_robin = itertools.count()
         used = {(s.get("spec") or {}).get("clusterIP") for s in store.list("services")}
         self.service_index = itertools.count(len([u for u in used if u]))
@@ -83,14 +91,28 @@ class Network:
             if address not in taken:
                 return address
 
-    def pod_ip(self, uid):
+    def node_address(self, node):
+        """A node's own address on the pod network: the first of its range (flannel.1's)."""
+        return "%s.%d.0" % (self.pod_net, self.node_index.get(node, 0))
+
+    def node_cidr(self, node):
+        return self.node_address(node) + "/24"
+
+    def pod_ip(self, uid, node=None):
+        """A free address in ``node``'s range (.2 to .251; .1 is the bridge's on a real node)."""
+        index = self.node_index.get(node, 0)
         with self.lock:
             if uid not in self.pod_ips:
                 used = set(self.pod_ips.values())
-                while True:
-                    address = _address(self.pod_net, next(self.counters))
+                host = self.next_host.get(index, 0)
+                for _ in range(250):
+                    address = "%s.%d.%d" % (self.pod_net, index, host % 250 + 2)
+                    host += 1
                     if address not in used:
                         break
+                else:
+                    raise RuntimeError("no free pod address left on node %s" % node)
+                self.next_host[index] = host
                 self.pod_ips[uid] = address
             return self.pod_ips[uid]
 
@@ -202,20 +224,26 @@ class Network:
         return self.forward_http(ip, int(port), method, rest, query, headers, body,
                                  "/api/v1/namespaces/%s/pods/%s/proxy" % (namespace, name_port))
 
-    @staticmethod
-    def forward_http(ip, target, method, rest, query, headers, body, prefix):
+    def api_source(self):
+        """Where the API server's proxied requests come from: its node's pod-network address (the
+        control-plane node is the lab's first), which a pod on that same node counts as local."""
+        return self.node_address(next(iter(self.node_index), None))
+
+    def forward_http(self, ip, target, method, rest, query, headers, body, prefix):
         path = "/" + rest
         flat = {k: v[-1] for k, v in query.items()}
         if flat:
             path += "?" + "&".join("%s=%s" % item for item in flat.items())
         forward = {k: v for k, v in headers.items() if k.lower() not in HOP_BY_HOP}
-        connection = http.client.HTTPConnection(ip, target, timeout=600)
+        connection = http.client.HTTPConnection(ip, target, timeout=600, source_address=(self.api_source(), 0))
         try:
             connection.request(method, path, body=body or None, headers=forward)
             response = connection.getresponse()
             payload = response.read()
         except OSError as err:
-            raise ApiError(503, "error trying to reach service: dial tcp %s:%s: %s" % (ip, target, err))
+            # Go's net.OpError text: "dial tcp 10.42.1.5:8000: connect: connection refused".
+            reason = "connect: %s" % err.strerror.lower() if err.strerror else str(err)
+            raise ApiError(503, "error trying to reach service: dial tcp %s:%s: %s" % (ip, target, reason))
         finally:
             connection.close()
         out = {k: v for k, v in response.getheaders() if k.lower() not in HOP_BY_HOP}
@@ -272,8 +300,12 @@ class ServiceListener:
             client.close()
             return
         try:
-            upstream = socket.create_connection(self.network.pick(endpoints), timeout=10)
+            # From the client's own address, as kube-proxy's DNAT keeps it: a NetworkPolicy sees who asks.
+            upstream = socket.create_connection(self.network.pick(endpoints), timeout=10,
+                                                source_address=(client.getpeername()[0], 0))
         except OSError:
+            # Refused (by the endpoint or a policy) after this listener accepted: the client sees a reset.
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             client.close()
             return
         upstream.settimeout(None)

@@ -63,6 +63,8 @@ KINDS = [
          categories=("all",)),
     Kind("coordination.k8s.io", "v1", "leases", "Lease"),
     Kind("node.k8s.io", "v1", "runtimeclasses", "RuntimeClass", namespaced=False),
+    # Enforced on the lab's network (tools/lab/network_policy.py); no status (removed in 1.28).
+    Kind("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", short_names=("netpol",)),
     # Access reviews: kubectl auth can-i asks them (pkg/registry/authorization/*/rest.go: create only).
     Kind("authorization.k8s.io", "v1", "localsubjectaccessreviews", "LocalSubjectAccessReview", verbs=("create",),
          stored=False),
@@ -72,7 +74,7 @@ KINDS = [
          verbs=("create",), stored=False),
     Kind("authorization.k8s.io", "v1", "subjectaccessreviews", "SubjectAccessReview", namespaced=False,
          verbs=("create",), stored=False),
-    # RBAC objects are stored and served; the lab does not authorise by them (every request is allowed).
+    # RBAC objects: the lab authorises by them (tools/lab/api/rbac.py).
     Kind("rbac.authorization.k8s.io", "v1", "roles", "Role"),
     Kind("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding"),
     Kind("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", namespaced=False),

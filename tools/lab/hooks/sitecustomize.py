@@ -8,7 +8,9 @@ wrap; LiteLLM's proxy runs on uvloop) so that:
   the Service's cluster IP, from the table in $LAB_DNS_FILE (what cluster DNS
   does);
 - with $LAB_POD_IP set, ``127.0.0.1`` and ``localhost`` mean the pod's own
-  address (what a container's loopback means), for probes run "inside" a pod;
+  address (what a container's loopback means), for probes run "inside" a pod,
+  and the process's IPv4 connections leave from that address (a pod's traffic
+  carries its pod IP, which the lab's NetworkPolicies match on);
 - with $LAB_MOUNTS set, paths under the container's volume mounts are read
   from the pod's volumes (lab_mounts.py).
 """
@@ -62,6 +64,19 @@ def _lab_host(host):
     return _table().get(name.rstrip("."), host)
 
 
+def _from_pod(connect):
+    """A socket's connect, first bound to the pod's address unless the program bound it itself."""
+    def wrapped(sock, address, *args):
+        if sock.family == socket.AF_INET:
+            try:
+                if sock.getsockname() == ("0.0.0.0", 0):
+                    sock.bind((_POD_IP, 0))
+            except OSError:
+                pass
+        return connect(sock, address, *args)
+    return wrapped
+
+
 def _patch_uvloop():
     try:
         import uvloop
@@ -72,11 +87,22 @@ def _patch_uvloop():
         async def getaddrinfo(self, host, *args, **kwargs):
             return await super().getaddrinfo(_lab_host(host), *args, **kwargs)
 
+        async def create_connection(self, *args, **kwargs):
+            # uvloop connects in C (libuv), past the socket methods wrapped below.
+            if _POD_IP and kwargs.get("sock") is None and kwargs.get("local_addr") is None \
+                    and kwargs.get("family", socket.AF_UNSPEC) in (socket.AF_UNSPEC, socket.AF_INET):
+                kwargs["local_addr"] = (_POD_IP, 0)
+                kwargs["family"] = socket.AF_INET
+            return await super().create_connection(*args, **kwargs)
+
     uvloop.Loop = LabLoop
 
 
 if _DNS_FILE or _POD_IP:
     socket.getaddrinfo = _lab_getaddrinfo
     _patch_uvloop()
+if _POD_IP:
+    socket.socket.connect = _from_pod(socket.socket.connect)
+    socket.socket.connect_ex = _from_pod(socket.socket.connect_ex)
 if os.environ.get("LAB_MOUNTS"):
     import lab_mounts  # noqa: F401  (the container's paths, for the images whose own programs run here)
