@@ -67,7 +67,8 @@ def lab(tmp_path_factory):
         "spec": {"selector": {"app": "server"}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}})[0] == 201
     for name in ("server", "local"):
         wait_for(lambda n=name: ready(lab, "web", n), timeout=60)
-    wait_for(lambda: reach(lab, ip(lab, "web", "client"), "server.web.svc.cluster.local", 80) == "open", timeout=30)
+    client = ip(lab, "web", "client")
+    wait_for(lambda: reach(lab.state_dir, client, "server.web.svc.cluster.local", 80) == "open", timeout=30)
     yield lab
     lab.stop()
 
@@ -104,7 +105,7 @@ def paths(lab, *pairs):
     found = {}
     for source, host, port in pairs:
         namespace, _, name = source.rpartition("/")
-        found[(source, host, port)] = reach(lab, ip(lab, namespace or "web", name), host, port)
+        found[(source, host, port)] = reach(lab.state_dir, ip(lab, namespace or "web", name), host, port)
     return found
 
 
@@ -133,7 +134,7 @@ def test_ingress_from_selected_pods_on_a_named_port_only(lab, policies):
         ("other", "server.web.svc.cluster.local", 80): "refused",
         ("guest/visitor", target, 8080): "refused"}          # podSelector alone: the policy's namespace only
     # A pod no policy selects stays open to all.
-    assert reach(lab, ip(lab, "web", "other"), server(lab, "local"), 8080) == "open"
+    assert reach(lab.state_dir, ip(lab, "web", "other"), server(lab, "local"), 8080) == "open"
 
 
 def test_namespace_selector_and_pod_selector_in_one_peer_is_an_and(lab, policies):
@@ -143,17 +144,17 @@ def test_namespace_selector_and_pod_selector_in_one_peer_is_an_and(lab, policies
                                "podSelector": {"matchExpressions": [{"key": "app", "operator": "In",
                                                                      "values": ["client"]}]}}]}]})
     target = server(lab)
-    assert reach(lab, ip(lab, "guest", "visitor"), target, 9090) == "open"     # no ports: every port
-    assert reach(lab, ip(lab, "web", "client"), target, 8080) == "refused"     # right labels, wrong namespace
+    assert reach(lab.state_dir, ip(lab, "guest", "visitor"), target, 9090) == "open"     # no ports: every port
+    assert reach(lab.state_dir, ip(lab, "web", "client"), target, 8080) == "refused"     # right labels, wrong namespace
 
 
 def test_an_empty_ingress_list_isolates_but_the_pods_own_node_and_machine_still_reach_it(lab, policies):
     policies("web", "deny-all", {"podSelector": {}, "policyTypes": ["Ingress"]})
-    assert reach(lab, ip(lab, "web", "client"), server(lab), 8080) == "refused"
+    assert reach(lab.state_dir, ip(lab, "web", "client"), server(lab), 8080) == "refused"
     # kube-router's "source is the pod's local node" exemption: the node's own address, and the machine.
     node = lab.network.node_address("lab-gpu")
-    assert reach(lab, node, server(lab), 8080) == "open"
-    assert reach(lab, lab.network.node_address("lab-cpu"), server(lab), 8080) == "refused"
+    assert reach(lab.state_dir, node, server(lab), 8080) == "open"
+    assert reach(lab.state_dir, lab.network.node_address("lab-cpu"), server(lab), 8080) == "refused"
     assert paths(lab, ("client", server(lab, "local"), 8080)) == {("client", server(lab, "local"), 8080): "refused"}
 
 
@@ -163,9 +164,9 @@ def test_ip_block_with_except(lab, policies):
         "podSelector": {"matchLabels": {"app": "server"}},
         "ingress": [{"from": [{"ipBlock": {"cidr": lab.network.node_cidr("lab-cpu"), "except": [other + "/32"]}}],
                      "ports": [{"protocol": "TCP", "port": 8000, "endPort": 8100}]}]})
-    assert reach(lab, client, server(lab), 8080) == "open"        # inside the range of ports
-    assert reach(lab, client, server(lab), 9090) == "refused"
-    assert reach(lab, other, server(lab), 8080) == "refused"      # the except
+    assert reach(lab.state_dir, client, server(lab), 8080) == "open"        # inside the range of ports
+    assert reach(lab.state_dir, client, server(lab), 9090) == "refused"
+    assert reach(lab.state_dir, other, server(lab), 8080) == "refused"      # the except
 
 
 def test_the_api_servers_proxy_comes_from_its_node_and_needs_a_rule_for_pods_elsewhere(lab, policies):
@@ -199,16 +200,16 @@ def test_egress_only_to_what_a_rule_allows(lab, policies):
         "podSelector": {"matchLabels": {"app": "client"}}, "policyTypes": ["Egress"],
         "egress": [{"to": [{"podSelector": {"matchLabels": {"app": "server"}}}], "ports": [{"port": "http"}]}]})
     client = ip(lab, "web", "client")
-    assert reach(lab, client, server(lab), 8080) == "open"
-    assert reach(lab, client, "server.web.svc.cluster.local", 80) == "open"   # through its Service
-    assert reach(lab, client, server(lab), 9090) == "refused"
-    assert reach(lab, client, server(lab, "local"), 8080) == "refused"
-    assert reach(lab, client, outside[0], outside[1]) == "refused"
-    assert reach(lab, ip(lab, "web", "other"), outside[0], outside[1]) == "open"  # not selected
+    assert reach(lab.state_dir, client, server(lab), 8080) == "open"
+    assert reach(lab.state_dir, client, "server.web.svc.cluster.local", 80) == "open"   # through its Service
+    assert reach(lab.state_dir, client, server(lab), 9090) == "refused"
+    assert reach(lab.state_dir, client, server(lab, "local"), 8080) == "refused"
+    assert reach(lab.state_dir, client, outside[0], outside[1]) == "refused"
+    assert reach(lab.state_dir, ip(lab, "web", "other"), outside[0], outside[1]) == "open"  # not selected
     policies("web", "client-egress-outside", {
         "podSelector": {"matchLabels": {"app": "client"}}, "policyTypes": ["Egress"],
         "egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [{"port": outside[1]}]}]})
-    assert reach(lab, client, outside[0], outside[1]) == "open"
+    assert reach(lab.state_dir, client, outside[0], outside[1]) == "open"
 
 
 def test_rules_follow_the_pods_and_leave_with_the_lab(tmp_path):

@@ -32,12 +32,13 @@ print(json.dumps(outcome))
 """
 
 
-def reach(lab, source_ip, host, port, timeout=5.0):
+def reach(state_dir, source_ip, host, port, timeout=5.0):
     """"open" (it answered), "refused", "reset", "timeout", "closed" or "error: ..." for a TCP
-    connection from ``source_ip`` (a pod's address) to ``host``:``port`` with an HTTP request."""
+    connection from ``source_ip`` (a pod's address) to ``host``:``port`` with an HTTP request, in
+    the lab kept in ``state_dir`` (its cluster DNS)."""
     env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": os.pathsep.join([os.path.join(TOOLS, "lab", "hooks"),
                                                                              TOOLS]),
-           "LAB_DNS_FILE": lab.network.dns_file, "LAB_POD_IP": source_ip}
+           "LAB_DNS_FILE": os.path.join(state_dir, "dns.json"), "LAB_POD_IP": source_ip}
     result = subprocess.run([sys.executable, "-c", _PROBE, host, str(port), str(timeout)], env=env,
                             capture_output=True, text=True, timeout=timeout + 30)
     if result.returncode:
