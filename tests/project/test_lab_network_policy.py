@@ -62,9 +62,9 @@ def lab(tmp_path_factory):
     for namespace, name, labels, node, program in pods:
         assert call(lab, "POST", "/api/v1/namespaces/%s/pods" % namespace,
                     pod(namespace, name, labels, node, program))[0] == 201
-    assert call(lab, "POST", "/api/v1/namespaces/web/services", {
-        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "server", "namespace": "web"},
-        "spec": {"selector": {"app": "server"}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}})[0] == 201
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "server", "namespace": "web"},
+               "spec": {"selector": {"app": "server"}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}}
+    assert call(lab, "POST", "/api/v1/namespaces/web/services", service)[0] == 201
     for name in ("server", "local"):
         wait_for(lambda n=name: ready(lab, "web", n), timeout=60)
     client = ip(lab, "web", "client")
