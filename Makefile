@@ -9,7 +9,7 @@ VENV := $(shell ./scripts/venv.sh)
 export PATH := $(VENV)/bin:$(PATH)
 RENDER_DIR ?= render
 
-.PHONY: demo test test-real-vllm litellm-upgrade-check lint sanity pytest molecule molecule-lab molecule-gpu-worker render docs system-deps lab-up lab-down lab-status
+.PHONY: demo test test-real-vllm litellm-upgrade-check lint sanity scan pytest molecule molecule-lab molecule-gpu-worker render docs system-deps lab-up lab-down lab-status
 
 test:
 	./scripts/test-stages.sh
@@ -20,6 +20,10 @@ lint:
 
 sanity:
 	./scripts/sanity.sh
+
+# The render, scanned by a Kubernetes policy scanner; what stays is listed in tests/scan/accepted-findings.yml.
+scan:
+	./scripts/scan-manifests.sh
 
 pytest: system-deps
 	pytest -q -n auto --dist loadfile --durations=25 -m "not real_vllm" tests/unit tests/project

@@ -28,7 +28,7 @@ lane() {  # the stages in order; a failure stops the lane
 
 began=$(date +%s)
 failed=0
-lane lint sanity pytest &
+lane lint sanity scan pytest &
 lane molecule-lab &
 # The gpu_worker scenario starts when the first lane is done, so two stages run at any time.
 wait -n || failed=1

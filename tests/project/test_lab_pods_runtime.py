@@ -277,3 +277,29 @@ def test_only_the_images_interpreter_runs(lab):
     call(lab, "POST", PODS, python_pod("same-version", ["/usr/local/bin/python3.12", "-c", "print(6 * 7)"]))
     assert finished(lab, "same-version")["status"]["phase"] == "Succeeded"
     assert log(lab, "same-version").strip() == "42"
+
+
+def test_run_as_non_root_is_refused_for_a_root_image_unless_a_user_is_given(lab):
+    """The kubelet's verifyRunAsNonRoot (v1.31): the python image has no USER, so runAsNonRoot alone
+    cannot start; a non-zero runAsUser can; runAsUser 0 breaks the policy. The container's settings
+    win over the pod's."""
+    nonroot = {"securityContext": {"runAsNonRoot": True}}
+    call(lab, "POST", PODS, python_pod("root-image", ["python3", "-c", "pass"], **nonroot))
+    waiting = wait_for(lambda: state(lab, "root-image").get("waiting", {}).get("reason") == "CreateContainerConfigError"
+                       and state(lab, "root-image"))["waiting"]
+    pod = call(lab, "GET", "%s/root-image" % PODS)[1]
+    assert waiting["message"] == ('container has runAsNonRoot and image will run as root (pod: "root-image_%s(%s)", '
+                                  'container: main)' % (NS, pod["metadata"]["uid"]))
+    assert any(e["reason"] == "Failed" and e["message"] == "Error: " + waiting["message"]
+               for e in call(lab, "GET", "/api/v1/namespaces/%s/events" % NS)[1]["items"])
+
+    call(lab, "POST", PODS, python_pod("user-given", ["python3", "-c", "pass"],
+                                       securityContext={"runAsNonRoot": True, "runAsUser": 1000}))
+    assert finished(lab, "user-given")["status"]["phase"] == "Succeeded"
+
+    as_root = python_pod("as-root", ["python3", "-c", "pass"], **nonroot)
+    as_root["spec"]["containers"][0]["securityContext"] = {"runAsUser": 0}
+    call(lab, "POST", PODS, as_root)
+    waiting = wait_for(lambda: state(lab, "as-root").get("waiting", {}).get("message", "").startswith(
+        "container's runAsUser breaks non-root policy") and state(lab, "as-root"))
+    assert waiting["waiting"]["reason"] == "CreateContainerConfigError"

@@ -221,7 +221,9 @@ class PodWorker(threading.Thread):
                 env.update(self.lab.config_data("secrets", self.namespace, source["secretRef"]["name"]))
         for item in container.spec.get("env") or []:
             if "value" in item:
-                env[item["name"]] = str(item["value"])
+                # A path inside a volume mount names the pod's volume, as it would in the container.
+                value = str(item["value"])
+                env[item["name"]] = self.host_path(container, value) if value.startswith("/") else value
             elif "valueFrom" in item:
                 ref = item["valueFrom"]
                 if "secretKeyRef" in ref:
@@ -386,6 +388,14 @@ class PodWorker(threading.Thread):
             container.gpu_mib = 0
 
     def start_container(self, container):
+        problem = run_as_non_root_problem(self.pod, container.spec)
+        if problem:
+            # kubelet v1.31: the container is not created; retried at each sync.
+            container.state = {"waiting": {"reason": "CreateContainerConfigError", "message": problem}}
+            container.next_start = time.monotonic() + 10
+            events.record(self.lab.store, self.pod, "Failed", "Error: " + problem, "kubelet",
+                          host=self.spec.get("nodeName"))
+            return
         env = self.environment(container)
         env["LAB_POD_IP"] = self.ip
         try:
@@ -598,6 +608,30 @@ PYTHON = re.compile(r"^python(3(\.\d+)?)?$")
 # dcgm-exporter's Dockerfile (4.5.3-4.8.2): what the NVIDIA runtime reads to expose every GPU.
 DCGM_IMAGE_ENV = {"NVIDIA_VISIBLE_DEVICES": "all", "NVIDIA_DRIVER_CAPABILITIES": "compute,utility,compat32",
                   "NVIDIA_DISABLE_REQUIRE": "true"}
+
+
+# The user an image runs as when the pod names none (its Dockerfile's USER; none is root), for the
+# images whose source was read at the pinned tag: ollama/ollama v0.13.5 Dockerfile, clusterzx/paperless-ai
+# v3.0.9 Dockerfile, docker-library's python Dockerfiles, and vLLM's docs/deployment/docker.md ("runs as
+# root by default"). The others are not judged.
+IMAGE_USERS = {"ollama": 0, "paperless-ai": 0, "python": 0, "vllm": 0}
+
+
+def run_as_non_root_problem(pod, container):
+    """The kubelet's refusal of a container whose runAsNonRoot it cannot honour, or None
+    (k8s.io/kubernetes v1.31 pkg/kubelet/kuberuntime/security_context_others.go, verifyRunAsNonRoot,
+    on the container's settings over the pod's: pkg/securitycontext/util.go)."""
+    effective = dict((pod.get("spec") or {}).get("securityContext") or {})
+    effective.update({k: v for k, v in (container.get("securityContext") or {}).items() if v is not None})
+    if not effective.get("runAsNonRoot"):
+        return None
+    where = '(pod: "%s_%s(%s)", container: %s)' % (pod["metadata"]["name"], pod["metadata"]["namespace"],
+                                                     pod["metadata"]["uid"], container["name"])
+    if effective.get("runAsUser") is not None:
+        return "container's runAsUser breaks non-root policy " + where if effective["runAsUser"] == 0 else None
+    if IMAGE_USERS.get(image_family(container.get("image", ""))) == 0:
+        return "container has runAsNonRoot and image will run as root " + where
+    return None
 
 
 def api_service_env(host, port):
