@@ -312,6 +312,9 @@ class Enforcer:
         self.store, self.network, self.slot, self.log = store, network, slot, log
         self.main = "LABNP%d" % slot
         self.applied = None
+        self.seen = None             # (changes, pod addresses) at the last pass
+        self.changes = 0             # writes and deletes of the kinds the rules are made of
+        store.listeners.append(self.changed)
         self.policies = set()        # "namespace/name" of the policies in force
         self.installed = set()
         self.enforced, self.reason = self.check()
@@ -319,6 +322,10 @@ class Enforcer:
             remove_chains(self.main)   # a crashed lab's, on this slot
         else:
             self.log("NetworkPolicies are not enforced: %s" % self.reason)
+
+    def changed(self, plural, event, obj):
+        if plural in ("pods", "services", "namespaces", "networkpolicies"):
+            self.changes += 1
 
     @staticmethod
     def check():
@@ -332,8 +339,15 @@ class Enforcer:
         return True, ""
 
     def reconcile(self):
-        if not self.enforced or (self.applied is None and not self.store.list("networkpolicies")):
-            return   # nothing installed and nothing to install: most labs, on every pass
+        if not self.enforced:
+            return
+        # Rules follow objects and pod addresses only: a pass that saw neither change has nothing to do.
+        seen = (self.changes, tuple(sorted(self.network.pod_ips.items())))
+        if seen == self.seen:
+            return
+        self.seen = seen
+        if self.applied is None and not self.store.list("networkpolicies"):
+            return   # nothing installed and nothing to install: most labs
         cluster = Cluster(self.store, self.network)
         rules = render(cluster, self.slot)
         text = rules.text() if rules else None
@@ -347,6 +361,7 @@ class Enforcer:
                                     capture_output=True)
             if result.returncode:
                 self.log("iptables-restore failed: %s" % result.stderr.strip())
+                self.seen = None   # try again next pass
                 return
             if _iptables("-C", "OUTPUT", "-j", self.main).returncode:
                 _iptables("-I", "OUTPUT", "-j", self.main)
