@@ -256,7 +256,8 @@ def render(cluster, slot):
             rules.allow(chain, kind, peer, port, "in")
         rules.finish(chain, "rule to REJECT traffic destined for POD name:%s namespace: %s" % (
             pod["metadata"]["name"], pod["metadata"]["namespace"]))
-    for ip, port, protocol, targets in cluster.service_ports():
+    service_ports = list(cluster.service_ports())   # once per pass, not once per egress-isolated pod
+    for ip, port, protocol, targets in service_ports:
         _service_ingress(rules, cluster, isolated_in, ip, port, protocol, targets)
     for pod in cluster.pods:
         if not cluster.selected_by(pod, "Egress"):
@@ -268,7 +269,7 @@ def render(cluster, slot):
         rules.allow(chain, "ip", ip, None, "out")
         for kind, peer, port in allowed:
             rules.allow(chain, kind, peer, port, "out")
-        for service_ip, service_port, protocol, targets in cluster.service_ports():
+        for service_ip, service_port, protocol, targets in service_ports:
             if any(_reaches(entry, cluster.ip[t["metadata"]["uid"]], protocol, number)
                    for entry in allowed for t, number in targets):
                 rules.allow(chain, "ip", service_ip, (protocol, service_port, service_port), "out")
