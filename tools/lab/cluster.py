@@ -152,7 +152,8 @@ class Lab:
         self.publish_gpu_state()
         threading.Thread(target=self.http.serve_forever, name="api", daemon=True).start()
         threading.Thread(target=self.https.serve_forever, name="api-tls", daemon=True).start()
-        threading.Thread(target=self.loop, name="controllers", daemon=True).start()
+        self.controller_thread = threading.Thread(target=self.loop, name="controllers", daemon=True)
+        self.controller_thread.start()
         self.write_kubeconfig()
         return self
 
@@ -208,6 +209,9 @@ class Lab:
     def stop(self):
         self.stopping.set()
         self.wake.set()
+        # The pass under way finishes first: else it could put back the chains close() takes out.
+        if getattr(self, "controller_thread", None) and self.controller_thread is not threading.current_thread():
+            self.controller_thread.join(timeout=30)
         for worker in list(self.workers.values()):
             worker.stop()
         for worker in list(self.workers.values()):
