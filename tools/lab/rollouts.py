@@ -82,7 +82,7 @@ class Rollouts:
         self.failed_create = failed_create
 
     def owned(self, plural, owner):
-        return [o for o in self.store.list(plural, owner["metadata"]["namespace"]) if owned_by(o, owner)]
+        return self.store.list(plural, owner["metadata"]["namespace"], where=lambda o: owned_by(o, owner))
 
     # -- Deployments ----------------------------------------------------------------------
 
