@@ -26,7 +26,7 @@ scan:
 	./scripts/scan-manifests.sh
 
 pytest: system-deps
-	pytest -q -n auto --dist loadfile --durations=25 -m "not real_vllm" tests/unit tests/project
+	pytest -q -n auto --dist loadfile --no-loadscope-reorder --durations=25 -m "not real_vllm" tests/unit tests/project
 
 # The tests marked real_vllm and the real_vllm molecule scenario: the REAL vLLM CPU build on
 # the lab's tiny models (the FAKE vLLM against it, the gpu_mode round trip ml -> r1 -> gaming
