@@ -13,8 +13,8 @@ import uuid
 
 
 def json_copy(value):
-    """A deep copy of JSON-shaped data (dicts, lists, scalars), several times faster than copy.deepcopy:
-    the controller loop lists the store five times a second."""
+    """A deep copy of JSON-shaped data (dicts, lists, scalars): about twice as fast as copy.deepcopy
+    on the lab's objects, and the controller loop lists the store five times a second."""
     if isinstance(value, dict):
         return {key: json_copy(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
