@@ -16,17 +16,27 @@ export COLUMNS=${COLUMNS:-200}  # molecule wraps at the terminal width: keep a t
 
 make --no-print-directory system-deps
 
+# The machine's busy CPU time so far in clock ticks, every core and process (containers included).
+busy_ticks() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9; exit}' /proc/stat; }
+
+# Seconds of CPU a stage's processes used (bash's `times`: the children it waited for, so not
+# what conmon runs in a Podman container).
+stage_cpu() { awk 'NR == 2 {split($0, t, /[ms]/); print int(t[1] * 60 + t[2] + t[3] * 60 + t[4] + 0.5)}' "$1"; }
+
 lane() {  # the stages in order; a failure stops the lane
   local stage began status
   for stage in "$@"; do
     began=$(date +%s)
-    if make --no-print-directory "$stage" >"$logs/$stage.log" 2>&1; then status=passed; else status=FAILED; fi
-    printf '%-20s %-7s %5d s\n' "$stage" "$status" $(($(date +%s) - began)) | tee -a "$logs/summary"
+    if (make --no-print-directory "$stage" >"$logs/$stage.log" 2>&1; rc=$?; times >"$logs/$stage.times"; exit $rc)
+    then status=passed; else status=FAILED; fi
+    printf '%-20s %-7s %5d s %6d CPU s\n' "$stage" "$status" $(($(date +%s) - began)) \
+      "$(stage_cpu "$logs/$stage.times")" | tee -a "$logs/summary"
     [ "$status" = passed ] || return 1
   done
 }
 
 began=$(date +%s)
+busy_began=$(busy_ticks)
 failed=0
 lane lint sanity scan pytest &
 lane molecule-lab &
@@ -52,6 +62,9 @@ for stage in $(awk '$2 == "FAILED" {print $1}' "$logs/summary"); do
   sed 's/\x1b\[[0-9;]*m//g; s/^[[:space:]│]*//' "$logs/$stage.log" |
     grep -E '^(FAILED|ERROR) |^E  |fatal: |failed=[1-9]' | tail -n 40 || true
 done
-printf '\nmake test: %s in %d s (stage times above, logs in %s)\n' \
-  "$([ $failed = 0 ] && echo passed || echo FAILED)" $(($(date +%s) - began)) "$logs"
+elapsed=$(($(date +%s) - began))
+busy=$((($(busy_ticks) - busy_began) / $(getconf CLK_TCK)))
+printf '\nmake test: %s in %d s; the machine was busy %d CPU s of %d (%d cores, %d%%); stage times above, logs in %s\n' \
+  "$([ $failed = 0 ] && echo passed || echo FAILED)" "$elapsed" "$busy" $((elapsed * $(nproc))) "$(nproc)" \
+  $((100 * busy / (elapsed * $(nproc) > 0 ? elapsed * $(nproc) : 1))) "$logs"
 exit $failed
