@@ -29,6 +29,9 @@ def test_only_runtime_settings_may_differ_between_proxies_of_one_zygote():
     env = dict(os.environ, LITELLM_MASTER_KEY="sk-a", REDIS_HOST="127.0.0.1", HF_HUB_OFFLINE="1")
     assert litellm_zygote.import_env(env) == litellm_zygote.import_env(dict(env, LITELLM_MASTER_KEY="sk-b"))
     assert litellm_zygote.import_env(env) != litellm_zygote.import_env(dict(env, HF_HUB_OFFLINE="0"))
+    # pytest's marker of the test under way differs for every test: it must not start a zygote per test.
+    assert litellm_zygote.import_env(dict(env, PYTEST_CURRENT_TEST="a.py::one (setup)")) == \
+        litellm_zygote.import_env(dict(env, PYTEST_CURRENT_TEST="b.py::two (call)"))
 
 
 def test_a_zygote_whose_parent_is_gone_exits_at_once(tmp_path):
