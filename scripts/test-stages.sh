@@ -64,7 +64,9 @@ for stage in $(awk '$2 == "FAILED" {print $1}' "$logs/summary"); do
 done
 elapsed=$(($(date +%s) - began))
 busy=$((($(busy_ticks) - busy_began) / $(getconf CLK_TCK)))
+cores=$(nproc)
+capacity=$((elapsed * cores))
 printf '\nmake test: %s in %d s; the machine was busy %d CPU s of %d (%d cores, %d%%); stage times above, logs in %s\n' \
-  "$([ $failed = 0 ] && echo passed || echo FAILED)" "$elapsed" "$busy" $((elapsed * $(nproc))) "$(nproc)" \
-  $((100 * busy / (elapsed * $(nproc) > 0 ? elapsed * $(nproc) : 1))) "$logs"
+  "$([ $failed = 0 ] && echo passed || echo FAILED)" "$elapsed" "$busy" "$capacity" "$cores" \
+  $((100 * busy / (capacity > 0 ? capacity : 1))) "$logs"
 exit $failed
